@@ -1,0 +1,1 @@
+"""`kanana-longctx niah`: placeholder until its issue lands (registered so the layout is visible)."""

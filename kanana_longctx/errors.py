@@ -1,0 +1,49 @@
+"""Domain exceptions. The CLI maps them to one clean line on stderr and an exit code; library code only raises.
+
+Exit codes: 2 for bad input (the user must change something), 1 for a failed check or run (the tool worked, the
+answer is "no"), 130 for Ctrl-C. A traceback is shown only when KANANA_LONGCTX_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+
+class KananaError(Exception):
+    """Base class: anything the user should see as one line."""
+
+    exit_code = 2
+
+
+class BadInput(KananaError):
+    """The user's input (path, option, file content) cannot be used. Nothing was written."""
+
+    exit_code = 2
+
+
+class ConfigError(BadInput):
+    """A config.json that cannot be read, parsed or patched."""
+
+
+class ModelNotFound(BadInput):
+    """A model path, alias or hub id that does not resolve to local files."""
+
+
+class HaystackError(BadInput):
+    """A haystack source that is missing, empty or not UTF-8."""
+
+
+class ProbeError(BadInput):
+    """A probe that cannot be built as asked (length too small for the template, depth out of range, ...)."""
+
+
+class ResultsError(BadInput):
+    """A results file or run directory that cannot be used (missing, empty, a different configuration)."""
+
+
+class CheckFailed(KananaError):
+    """A verification ran and its answer is no (e.g. YaRN not really applied)."""
+
+    exit_code = 1
+
+
+class DeviceError(BadInput):
+    """The requested device, dtype or attention kernel is not available here."""

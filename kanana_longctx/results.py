@@ -1,0 +1,210 @@
+"""Result records, run metadata and the crash-safe JSONL file they live in (pure: no torch).
+
+`results.jsonl` is append-only: one JSON object per finished probe, each line written with a single `write` and
+fsynced, so a run killed with SIGKILL loses at most the batch in flight and leaves at most one torn last line, which
+readers skip (and the writer cuts off before appending again). `run.json` describes the configuration; a resumed run
+must match it (see `RunInfo.fingerprint`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from kanana_longctx.atomic import atomic_write_text
+from kanana_longctx.errors import ResultsError
+
+RESULTS_NAME = "results.jsonl"
+RUN_NAME = "run.json"
+PROMPTS_NAME = "prompts.jsonl"
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    probe_id: str
+    length: int
+    depth: float
+    score: float  # in [0, 1]
+    expected: str
+    output: str  # raw generated text
+    n_tokens: int
+    needle_token_start: int
+    needle_token_end: int = 0
+    seed: int = 0
+    form: str = ""
+    lang: str = ""
+    haystack: str = ""
+    new_tokens: int = 0
+    prefill_tokens: int = 0  # tokens actually computed in prefill (less than n_tokens when a prefix was reused)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ResultRecord":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What `run.json` holds. `fingerprint()` is the part that must match for a resumed run to append."""
+
+    model: str
+    form: str
+    lang: str
+    haystack: str
+    haystack_hash: str
+    grid: dict
+    seed: int
+    yarn: dict | None
+    max_new_tokens: int
+    attention: str = ""
+    dtype: str = ""
+    device: str = ""
+    gpu_name: str = ""
+    engine: str = ""
+    versions: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def fingerprint(self) -> dict:
+        """Settings that change answers. Kernel, device and versions may differ between a run and its resume."""
+        return {
+            "model": self.model,
+            "form": self.form,
+            "lang": self.lang,
+            "haystack_hash": self.haystack_hash,
+            "grid": self.grid,
+            "seed": self.seed,
+            "yarn": self.yarn,
+            "max_new_tokens": self.max_new_tokens,
+        }
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunInfo":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
+    """Read a JSONL file; return (objects, warnings). A torn *last* line is skipped with a warning; a corrupt line
+    elsewhere is an error (the file was edited or is not ours)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: no such file")
+    try:
+        raw = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    lines = raw.split("\n")
+    objects: list[dict] = []
+    warnings: list[str] = []
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if number == last:
+                warnings.append(f"{path}: skipped a torn last line (line {number + 1}; an interrupted run?)")
+                continue
+            raise ResultsError(f"{path}:{number + 1}: not a JSON object") from None
+        objects.append(obj)
+    return objects, warnings
+
+
+class ResultsWriter:
+    """Append records to results.jsonl durably. Cuts off a torn tail left by a killed run before appending."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._repair_tail()
+        self._handle = open(self.path, "ab")
+
+    def _repair_tail(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1  # 0 when the only line is torn
+        with open(self.path, "r+b") as handle:
+            handle.truncate(cut)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def append(self, records: Iterable[ResultRecord]) -> None:
+        payload = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        if not payload:
+            return
+        self._handle.write(payload)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "ResultsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_results(path: Path) -> tuple[list[ResultRecord], list[str]]:
+    """Read results.jsonl (or the one inside a run directory) into records; check required fields."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_NAME
+    objects, warnings = read_jsonl(path)
+    records = []
+    for index, obj in enumerate(objects):
+        missing = [k for k in ("length", "depth", "score") if k not in obj]
+        if missing:
+            raise ResultsError(f"{path}: row {index + 1} has no {', '.join(missing)}")
+        try:
+            score = float(obj["score"])
+            length = int(obj["length"])
+            depth = float(obj["depth"])
+        except (TypeError, ValueError):
+            raise ResultsError(f"{path}: row {index + 1} has a non-numeric length, depth or score") from None
+        if not 0.0 <= score <= 1.0:
+            raise ResultsError(f"{path}: row {index + 1} has score {score}, outside [0, 1]")
+        obj = {**obj, "score": score, "length": length, "depth": depth}
+        obj.setdefault("probe_id", f"L{length}-D{depth:g}")
+        for key, default in (("expected", ""), ("output", ""), ("n_tokens", length), ("needle_token_start", 0)):
+            obj.setdefault(key, default)
+        records.append(ResultRecord.from_dict(obj))
+    return records, warnings
+
+
+def write_run_info(run_dir: Path, info: RunInfo) -> None:
+    atomic_write_text(Path(run_dir) / RUN_NAME, json.dumps(info.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def read_run_info(run_dir: Path) -> RunInfo | None:
+    path = Path(run_dir) / RUN_NAME
+    if not path.is_file():
+        return None
+    try:
+        return RunInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise ResultsError(f"{path}: not a valid run.json ({exc})") from None
+
+
+def iter_done_ids(path: Path) -> Iterator[str]:
+    """probe_ids already in results.jsonl (torn last line ignored)."""
+    if not Path(path).exists():
+        return iter(())
+    objects, _ = read_jsonl(path)
+    return (str(o.get("probe_id")) for o in objects if "probe_id" in o)

@@ -1,0 +1,58 @@
+"""Load a model's tokenizer (never its weights) from a resolved ModelSource.
+
+Converting a GGUF's vocabulary to a transformers tokenizer takes several seconds, so the converted tokenizer is kept
+in the user cache (KANANA_LONGCTX_CACHE, else ~/.cache/kanana-longctx), keyed by the GGUF's path, size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from kanana_longctx.errors import ModelNotFound
+from kanana_longctx.hub import ModelSource
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("KANANA_LONGCTX_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "kanana-longctx"
+
+
+def _gguf_cache_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False):
+    """Return a transformers tokenizer for `source`; raise ModelNotFound with one clear line when it cannot load."""
+    import logging
+
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        if source.gguf_file:
+            gguf = source.directory / source.gguf_file
+            cached = cache_dir() / "tokenizers" / _gguf_cache_key(gguf)
+            if (cached / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(cached)
+            tok = AutoTokenizer.from_pretrained(source.directory, gguf_file=source.gguf_file)
+            try:
+                tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+                tok.save_pretrained(tmp)
+                os.replace(tmp, cached)
+            except OSError:
+                pass  # a read-only cache only costs time
+            return tok
+        return AutoTokenizer.from_pretrained(source.directory, trust_remote_code=trust_remote_code)
+    except ModelNotFound:
+        raise
+    except Exception as exc:  # transformers raises OSError/ValueError/KeyError... for a missing or broken tokenizer
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFound(f"cannot load a tokenizer from {source.spec}: {first}") from exc
