@@ -1,0 +1,128 @@
+"""Attention for a suffix whose keys start with a cached prefix (bottom-right causal), on the fastest kernel.
+
+Usage: out = attend(q, k, v, q_start=prefix_len, kernel="cudnn", scale=module.scaling)
+
+Shapes: q (B, Hq, T, D) for positions [q_start, q_start + T); k, v (B, Hkv, q_start + T, D); out like q.
+
+Why not one masked call: on Hopper the cuDNN kernel runs plain causal attention at ~650 TFLOP/s but drops below
+FA2 once a lower-right causal mask is passed (../shared/GPU.md). So a suffix's attention is split into the
+rectangle over the cached prefix (no mask) and the causal square over itself, each run on the fused kernel that
+also returns its log-sum-exp, and the two partial results are merged exactly ("merge attention states", as in
+cascade attention). Grouped-query heads are folded into the query length for the rectangle, so the cached prefix's
+K/V are never expanded; only the suffix's own K/V are, for the square.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _private_op(name: str):
+    return getattr(torch.ops.aten, name, None)
+
+
+def lse_kernel_available(kernel: str, device: torch.device) -> bool:
+    """Whether the log-sum-exp returning op for `kernel` exists in this torch (private ops move between versions)."""
+    if device.type == "cuda":
+        name = "_scaled_dot_product_cudnn_attention" if kernel == "cudnn" else "_scaled_dot_product_flash_attention"
+        return _private_op(name) is not None
+    return _private_op("_scaled_dot_product_flash_attention_for_cpu") is not None
+
+
+def attention_with_lse(q, k, v, *, causal: bool, scale: float, kernel: str):
+    """(out, lse) for equal head counts. lse is float32 (B, H, T). Falls back to a float32 reference."""
+    B, H, T, _ = q.shape
+    if q.device.type == "cuda" and kernel == "cudnn" and _private_op("_scaled_dot_product_cudnn_attention"):
+        res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False, scale=scale)
+        return res[0], res[1].reshape(B, H, T).float()
+    if q.device.type == "cuda" and kernel in ("cudnn", "fa2", "sdpa") and _private_op("_scaled_dot_product_flash_attention"):
+        res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
+        return res[0], res[1].reshape(B, H, T).float()
+    if q.device.type == "cpu" and kernel != "eager" and _private_op("_scaled_dot_product_flash_attention_for_cpu"):
+        res = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
+        return res[0], res[1].reshape(B, H, T).float()
+    return reference_attention_with_lse(q, k, v, causal=causal, scale=scale)
+
+
+def reference_attention_with_lse(q, k, v, *, causal: bool, scale: float):
+    """Plain float32 attention with top-left causal mask (T == S for causal). For tests and odd devices."""
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    if causal:
+        T, S = scores.shape[-2:]
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+        scores = scores.masked_fill(~mask, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    out = torch.matmul(torch.softmax(scores, dim=-1), v.float()).to(q.dtype)
+    return out, lse
+
+
+def merge_states(o1, lse1, o2, lse2):
+    """Combine two partial softmax-attention results over disjoint key sets, exactly, in float32."""
+    m = torch.maximum(lse1, lse2)
+    w1 = torch.exp(lse1 - m).unsqueeze(-1)
+    w2 = torch.exp(lse2 - m).unsqueeze(-1)
+    out = (o1.float() * w1 + o2.float() * w2) / (w1 + w2)
+    return out.to(o1.dtype)
+
+
+def _fold_groups(q, hkv: int):
+    """(B, Hq, T, D) -> (B, Hkv, G*T, D): query heads that share a kv head become extra query rows."""
+    B, Hq, T, D = q.shape
+    return q.reshape(B, hkv, (Hq // hkv) * T, D)
+
+
+def _unfold_groups(x, hq: int, T: int):
+    B = x.shape[0]
+    return x.reshape(B, hq, T, *x.shape[3:]) if x.dim() == 4 else x.reshape(B, hq, T)
+
+
+def _expand_kv(x, groups: int):
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def sdpa_context(kernel: str, device: torch.device):
+    """A context manager restricting SDPA to the backends of `kernel` (no-op on CPU)."""
+    import contextlib
+
+    if device.type != "cuda" or kernel in ("sdpa", "eager"):
+        return contextlib.nullcontext()
+    from torch.nn.attention import sdpa_kernel
+
+    from kanana_longctx.run.engine import sdpa_backends
+
+    return sdpa_kernel(sdpa_backends(kernel), set_priority=True)
+
+
+def attend(q, k, v, *, q_start: int, kernel: str, scale: float):
+    """Causal attention of queries at [q_start, q_start+T) over keys [0, q_start+T)."""
+    B, Hq, T, D = q.shape
+    Hkv = k.shape[1]
+    groups = Hq // Hkv
+    if kernel == "eager":
+        out, _ = reference_attention_with_lse(q, _expand_kv(k, groups), _expand_kv(v, groups), causal=True, scale=scale)
+        return out
+    if q_start == 0 or T == 1:
+        # Plain causal prefill (square) or one decode query (sees every key): one fused call, no mask needed.
+        with sdpa_context(kernel, q.device):
+            return F.scaled_dot_product_attention(
+                q, k, v, is_causal=(q_start == 0 and T > 1), scale=scale, enable_gqa=groups > 1
+            )
+    if not lse_kernel_available(kernel, q.device):
+        from torch.nn.attention.bias import causal_lower_right
+
+        with sdpa_context(kernel, q.device):
+            return F.scaled_dot_product_attention(
+                q, _expand_kv(k, groups), _expand_kv(v, groups), attn_mask=causal_lower_right(T, q_start + T), scale=scale
+            )
+    # Rectangle: every suffix query sees every cached prefix key.
+    o_rect, lse_rect = attention_with_lse(
+        _fold_groups(q, Hkv), k[:, :, :q_start], v[:, :, :q_start], causal=False, scale=scale, kernel=kernel
+    )
+    o_rect = _unfold_groups(o_rect, Hq, T)
+    lse_rect = _unfold_groups(lse_rect, Hq, T)
+    # Square: causal attention of the suffix over itself.
+    o_sq, lse_sq = attention_with_lse(
+        q, _expand_kv(k[:, :, q_start:], groups), _expand_kv(v[:, :, q_start:], groups), causal=True, scale=scale, kernel=kernel
+    )
+    return merge_states(o_rect, lse_rect, o_sq, lse_sq)

@@ -1,0 +1,133 @@
+"""A lean forward pass over a Llama-family transformers model with one reusable KV buffer.
+
+Usage: fast = PrefixReusingLlama(loaded, max_tokens=L + new); fast.prefill(ids, start=s); fast.decode(...)
+
+Why a forward of our own: transformers' cache classes and attention interfaces change between releases, and the
+NIAH grid needs things they do not offer together: KV written into one preallocated buffer at any position, a
+suffix computed against a cached prefix with the split cuDNN attention (kanana_longctx.run.attention), logits for
+the last position only, and prefill in chunks so a 128K prompt never materialises 128K x FFN activations. The
+weights, norms, MLP and rotary embedding are the model's own modules, so numerics match transformers; tests compare
+last-token logits with the transformers forward.
+
+The buffer is shared by all probes: probe p overwrites positions >= its prefix length s_p, so probes are run in
+order of decreasing s_p, and every later probe finds its own (shorter) prefix intact.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "granite", "olmo2")
+
+
+def supports_fast_path(model) -> tuple[bool, str]:
+    """Whether `model` has the Llama-family layout this forward relies on; the reason when it does not."""
+    config = model.config
+    kind = getattr(config, "model_type", "")
+    if kind not in SUPPORTED_MODEL_TYPES:
+        return False, f"model type '{kind}' is not in the fast path's list ({', '.join(SUPPORTED_MODEL_TYPES)})"
+    if kind == "granite" or getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        if kind != "llama" and getattr(config, "sliding_window", None):
+            return False, "sliding-window attention is not supported by the fast path"
+    inner = getattr(model, "model", None)
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if inner is None or any(not hasattr(inner, name) for name in needed) or not hasattr(model, "lm_head"):
+        return False, "unexpected module layout"
+    layer = inner.layers[0]
+    for name in ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm"):
+        if not hasattr(layer, name):
+            return False, f"decoder layer has no {name}"
+    return True, ""
+
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class PrefixReusingLlama:
+    """Owns the KV buffer; runs prefill chunks and greedy decoding for one sequence at a time."""
+
+    def __init__(self, loaded, *, max_tokens: int, chunk_tokens: int = 32768):
+        from kanana_longctx.run.attention import attend
+
+        self._attend = attend
+        self.loaded = loaded
+        model = loaded.model
+        self.inner = model.model
+        self.lm_head = model.lm_head
+        self.layers = list(self.inner.layers)
+        cfg = model.config
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.kernel = loaded.attention
+        self.chunk_tokens = max(1, chunk_tokens)
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.max_tokens = max_tokens
+        shape = (1, self.n_kv, max_tokens, self.head_dim)
+        self.k_cache = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.v_cache = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+
+    @property
+    def kv_bytes(self) -> int:
+        return 2 * len(self.layers) * self.n_kv * self.max_tokens * self.head_dim * self.k_cache[0].element_size()
+
+    @torch.inference_mode()
+    def prefill(self, ids, start: int) -> torch.Tensor:
+        """Compute positions [start, start + len(ids)); return float32 logits of the last one."""
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        if start + ids.numel() > self.max_tokens:
+            raise ValueError(f"{start + ids.numel()} tokens exceed the KV buffer of {self.max_tokens}")
+        logits = None
+        for c0 in range(0, ids.numel(), self.chunk_tokens):
+            chunk = ids[c0 : c0 + self.chunk_tokens]
+            last = c0 + chunk.numel() >= ids.numel()
+            logits = self._forward(chunk, start + c0, want_logits=last)
+        return logits
+
+    @torch.inference_mode()
+    def decode(self, first_logits: torch.Tensor, position: int, max_new_tokens: int, stop) -> list[int]:
+        """Greedy decoding from `first_logits` (the prompt's last position is `position - 1`).
+        `stop(token_ids) -> bool` ends generation early (EOS, newline for retform)."""
+        out: list[int] = []
+        logits = first_logits
+        for step in range(max_new_tokens):
+            token = int(torch.argmax(logits).item())
+            out.append(token)
+            if stop(out) or step == max_new_tokens - 1 or position + 1 > self.max_tokens:
+                break
+            logits = self._forward(torch.tensor([token], device=self.device), position, want_logits=True)
+            position += 1
+        return out
+
+    def _forward(self, ids: torch.Tensor, start: int, *, want_logits: bool):
+        T = ids.numel()
+        x = self.inner.embed_tokens(ids[None])
+        positions = torch.arange(start, start + T, device=self.device)[None]
+        cos, sin = self.inner.rotary_emb(x, positions)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        end = start + T
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(1, T, self.n_heads, self.head_dim)
+            k = attn.k_proj(h).view(1, T, self.n_kv, self.head_dim)
+            v = attn.v_proj(h).view(1, T, self.n_kv, self.head_dim).transpose(1, 2)
+            if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms, applied before RoPE
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            self.k_cache[i][:, :, start:end] = k
+            self.v_cache[i][:, :, start:end] = v
+            o = self._attend(
+                q, self.k_cache[i][:, :, :end], self.v_cache[i][:, :, :end],
+                q_start=start, kernel=self.kernel, scale=attn.scaling,
+            )
+            x = x + attn.o_proj(o.transpose(1, 2).reshape(1, T, self.n_heads * self.head_dim))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        if not want_logits:
+            return None
+        return self.lm_head(self.inner.norm(x[:, -1:])).float()[0, -1]

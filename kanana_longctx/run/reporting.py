@@ -1,0 +1,123 @@
+"""Progress and end-of-run reporting for a model run (rich), kept apart from the runner's logic.
+
+The runner calls a `Reporter`; the CLI passes `RichReporter`, tests pass `NullReporter`. The end-of-run table is
+built from a `RunSummary` record, so the numbers can also be read programmatically (the benchmark does).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from kanana_longctx.results import ResultRecord
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    out_dir: str
+    total: int  # probes in the grid
+    skipped: int  # already done before this run (resume)
+    ran: int  # run now
+    accuracy_by_length: dict  # length -> mean score over every finished probe of that length
+    accuracy: float
+    wall_seconds: float  # for the probes run now, model load excluded
+    load_seconds: float
+    engine: str
+    attention: str
+    device: str
+    dtype: str
+    gpu_name: str = ""
+    effective_flops: float = 0.0  # prefill FLOPs of the probes run now, as if nothing were reused
+    computed_flops: float = 0.0  # prefill FLOPs actually computed (prefix reuse removes part)
+    peak_memory_gib: float = 0.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def effective_tflops(self) -> float:
+        return self.effective_flops / self.wall_seconds / 1e12 if self.wall_seconds > 0 else 0.0
+
+
+def accuracy_by_length(records: list[ResultRecord]) -> dict[int, float]:
+    sums: dict[int, list[float]] = defaultdict(list)
+    for r in records:
+        sums[r.length].append(r.score)
+    return {length: sum(v) / len(v) for length, v in sorted(sums.items())}
+
+
+class NullReporter:
+    def start(self, total: int, done: int, description: str) -> None: ...
+    def advance(self, record: ResultRecord) -> None: ...
+    def note(self, message: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class RichReporter:
+    """Bar, ETA, probes/s and running accuracy."""
+
+    def __init__(self, console):
+        self.console = console
+        self._progress = None
+        self._task = None
+        self._scores: list[float] = []
+
+    def start(self, total: int, done: int, description: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("acc {task.fields[acc]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total, completed=done, rate="", acc="-")
+
+    def advance(self, record: ResultRecord) -> None:
+        self._scores.append(record.score)
+        if self._progress is None:
+            return
+        task = self._progress.tasks[0]
+        elapsed = task.elapsed or 0.0
+        rate = f"{len(self._scores) / elapsed:.2f} probes/s" if elapsed > 0 else ""
+        acc = f"{sum(self._scores) / len(self._scores):.2f}"
+        self._progress.update(self._task, advance=1, rate=rate, acc=acc)
+
+    def note(self, message: str) -> None:
+        self.console.print(message)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def render_summary(console, summary: RunSummary) -> None:
+    from rich.table import Table
+
+    table = Table(title="Accuracy per context length", show_lines=False)
+    table.add_column("length", justify="right")
+    table.add_column("accuracy", justify="right")
+    for length, acc in summary.accuracy_by_length.items():
+        colour = "green" if acc >= 0.9 else "yellow" if acc >= 0.5 else "red"
+        table.add_row(f"{length:,}", f"[{colour}]{acc:.2f}[/]")
+    console.print(table)
+    console.print(
+        f"overall accuracy [bold]{summary.accuracy:.3f}[/] over {summary.total - (summary.total - summary.ran - summary.skipped)}"
+        f" probes ({summary.ran} run now, {summary.skipped} resumed); engine {summary.engine}, attention "
+        f"{summary.attention}, {summary.dtype} on {summary.gpu_name or summary.device}"
+    )
+    if summary.ran:
+        line = f"wall {summary.wall_seconds:.1f} s after a {summary.load_seconds:.1f} s model load"
+        if summary.device == "cuda" and summary.wall_seconds > 0:
+            line += (
+                f"; {summary.effective_tflops:.0f} TFLOP/s effective (no-reuse FLOPs / wall), "
+                f"{summary.computed_flops / summary.wall_seconds / 1e12:.0f} TFLOP/s computed, "
+                f"peak memory {summary.peak_memory_gib:.1f} GiB"
+            )
+        console.print(line)
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"results: {summary.out_dir}/results.jsonl")

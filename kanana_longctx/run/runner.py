@@ -1,0 +1,362 @@
+"""Run a probe set on a model, resumably: `run_niah(probe_set, options, out_dir, console)`.
+
+Order of work: validate the run directory and the lengths against the model's context (config only, no
+weights), load the model once, then run the pending probes on the fast prefix-reusing path (Llama family) or the
+plain transformers loop, appending each finished probe to results.jsonl (fsynced) so a kill -9 loses at most the
+probe or batch in flight. The same command on the same directory resumes; a different configuration refuses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from kanana_longctx.errors import ProbeError, ResultsError
+from kanana_longctx.hub import resolve_model
+from kanana_longctx.probes.spec import Probe, ProbeSet
+from kanana_longctx.results import (
+    RESULTS_NAME,
+    ResultRecord,
+    ResultsWriter,
+    RunInfo,
+    load_results,
+    read_run_info,
+    write_run_info,
+)
+from kanana_longctx.run.options import RunOptions
+from kanana_longctx.run.reporting import NullReporter, RichReporter, RunSummary, accuracy_by_length, render_summary
+from kanana_longctx.run.scoring import SCORER_LABELS, score_contains
+
+REUSE_MIN_PREFIX = 256  # below this, recomputing the prefix is cheaper than the split attention
+
+
+def yarn_request(options: RunOptions) -> dict | str:
+    """How YaRN was asked for: explicit parameters, forced off, or as the model's config says."""
+    if options.yarn is True:
+        return {
+            "factor": options.yarn_factor,
+            "original_max_position_embeddings": options.yarn_original,
+            "beta_fast": options.yarn_beta_fast,
+            "beta_slow": options.yarn_beta_slow,
+        }
+    return "off" if options.yarn is False else "config"
+
+
+def grid_of(probe_set: ProbeSet) -> dict:
+    return {
+        "lengths": sorted({p.length for p in probe_set.probes}),
+        "depths": sorted({p.depth for p in probe_set.probes}),
+        "probes": len(probe_set.probes),
+    }
+
+
+def default_max_new_tokens(probe_set: ProbeSet, tokenizer) -> int:
+    """Enough for the answer plus a short phrase: retform completes a prefix, qaform may restate the question."""
+    longest = max((len(tokenizer.encode(p.expected, add_special_tokens=False)) for p in probe_set.probes), default=8)
+    return longest + (8 if probe_set.form == "retform" else 24)
+
+
+def prepare_out_dir(out_dir: Path, info: RunInfo, overwrite: bool) -> set[str]:
+    """Check `out_dir` against `info`; return the probe_ids already done. Refuses to mix configurations."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = out_dir / RESULTS_NAME
+    previous = read_run_info(out_dir)
+    if overwrite:
+        for name in (RESULTS_NAME,):
+            (out_dir / name).unlink(missing_ok=True)
+        return set()
+    if previous is None:
+        if results.exists() and results.stat().st_size > 0:
+            raise ResultsError(f"{out_dir} holds results.jsonl without run.json; use --overwrite or another --out")
+        return set()
+    old, new = previous.fingerprint(), info.fingerprint()
+    if old != new:
+        changed = ", ".join(k for k in new if old.get(k) != new.get(k))
+        raise ResultsError(
+            f"{out_dir} holds a run with a different configuration ({changed}); use --overwrite or another --out"
+        )
+    if not results.exists():
+        return set()
+    records, _ = load_results(results)
+    return {r.probe_id for r in records}
+
+
+def stop_token_ids(tokenizer, model) -> set[int]:
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>"):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return ids
+
+
+def clean_output(text: str, form: str) -> str:
+    """Retform completions end at the first line break after some content (base models ramble on)."""
+    if form == "retform":
+        stripped = text.lstrip()
+        cut = stripped.find("\n")
+        return stripped if cut < 0 else stripped[:cut]
+    return text.strip()
+
+
+def run_niah(probe_set: ProbeSet, options: RunOptions, out_dir: Path, console, *, tokenizer=None) -> RunSummary:
+    """CLI entry: run with rich progress and print the end-of-run table."""
+    summary = execute(probe_set, options, Path(out_dir), reporter=RichReporter(console), tokenizer=tokenizer)
+    render_summary(console, summary)
+    return summary
+
+
+def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter=None, tokenizer=None, loaded=None):
+    """Run the pending probes of `probe_set`; return a RunSummary. `loaded` lets the benchmark pass its own model."""
+    from kanana_longctx import __version__
+    from kanana_longctx.run.engine import load_config, load_model
+
+    reporter = reporter or NullReporter()
+    if not probe_set.probes:
+        raise ProbeError("the probe set is empty")
+    source = resolve_model(options.model, options.revision) if loaded is None else None
+    if tokenizer is None and source is not None:
+        from kanana_longctx.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(source, trust_remote_code=options.trust_remote_code)
+    max_new = options.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
+
+    # Context check before any weight is loaded: a bad length must cost seconds, not a model load.
+    from kanana_longctx.run.rope import context_limits, yarn_in_config
+
+    if loaded is None:
+        config, yarn = load_config(source, options)
+    else:
+        config, yarn = loaded.model.config, yarn_in_config(loaded.model.config)
+    native, maximum = context_limits(config, yarn)
+    longest = max(p.n_tokens for p in probe_set.probes) + max_new
+    notes: list[str] = []
+    if maximum and longest > maximum:
+        hint = "" if yarn else " (try --yarn)"
+        raise ProbeError(f"probes need {longest:,} positions but the model addresses {maximum:,}{hint}")
+    if native and longest > native and not yarn:
+        notes.append(f"lengths exceed the model's native context of {native:,} tokens without YaRN")
+        reporter.note(f"[yellow]warning:[/] lengths up to {longest:,} exceed the native context {native:,} without --yarn")
+
+    info = RunInfo(
+        model=options.model,
+        form=probe_set.form,
+        lang=probe_set.lang,
+        haystack=probe_set.haystack,
+        haystack_hash=probe_set.haystack_hash,
+        grid=grid_of(probe_set),
+        seed=probe_set.seed,
+        yarn=yarn_request(options) if isinstance(yarn_request(options), dict) else yarn,
+        max_new_tokens=max_new,
+        extra={"scorer": SCORER_LABELS["contains"], "yarn_request": yarn_request(options)},
+    )
+    done = prepare_out_dir(out_dir, info, options.overwrite)
+    pending = [p for p in probe_set.probes if p.probe_id not in done]
+    if options.limit:
+        pending = pending[: options.limit]
+
+    t0 = time.perf_counter()
+    if loaded is None:
+        loaded = load_model(source, options)
+    load_seconds = time.perf_counter() - t0
+    from kanana_longctx.run.fast_llama import supports_fast_path
+
+    fast_ok, why = supports_fast_path(loaded.model)
+    engine = "fast" if options.engine in ("auto", "fast") and fast_ok else "hf"
+    if options.engine == "fast" and not fast_ok:
+        raise ProbeError(f"--engine fast: {why}")
+    if engine == "hf" and options.engine == "auto":
+        notes.append(f"plain transformers loop: {why}")
+    import torch
+
+    versions = {"torch": torch.__version__, "kanana-longctx": __version__}
+    import transformers
+
+    versions["transformers"] = transformers.__version__
+    info = RunInfo(
+        **{
+            **info.to_dict(),
+            "attention": loaded.attention,
+            "dtype": loaded.dtype,
+            "device": loaded.device,
+            "gpu_name": loaded.gpu_name,
+            "engine": engine,
+            "versions": versions,
+            "extra": {**info.extra, "rope_attention_factor": loaded.rope_attention_factor, "native_context": native},
+        }
+    )
+    if info.yarn is None and loaded.yarn:
+        info = RunInfo(**{**info.to_dict(), "yarn": loaded.yarn})
+    write_run_info(out_dir, info)
+
+    if loaded.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    stop_ids = stop_token_ids(tokenizer, loaded.model)
+    reporter.note(
+        f"model {options.model} on {loaded.gpu_name or loaded.device} ({loaded.dtype}), attention {loaded.attention},"
+        f" engine {engine}, YaRN {'on ' + str(loaded.yarn.get('factor')) if loaded.yarn else 'off'}"
+        f" (rotary attention factor {loaded.rope_attention_factor:.6f})"
+    )
+    reporter.start(len(pending), 0, "NIAH")
+    t1 = time.perf_counter()
+    run_fn = _run_fast if engine == "fast" else _run_hf
+    try:
+        with ResultsWriter(out_dir / RESULTS_NAME) as writer:
+            computed = run_fn(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter)
+    finally:
+        reporter.stop()
+    if loaded.device == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t1
+
+    from kanana_longctx.run.flops import ModelShape, prefill_flops
+
+    shape = ModelShape.from_config(loaded.model.config)
+    records, _ = load_results(out_dir / RESULTS_NAME)
+    by_length = accuracy_by_length(records)
+    return RunSummary(
+        out_dir=str(out_dir),
+        total=len(probe_set.probes),
+        skipped=sum(1 for p in probe_set.probes if p.probe_id in done),
+        ran=len(pending),
+        accuracy_by_length=by_length,
+        accuracy=sum(r.score for r in records) / len(records) if records else 0.0,
+        wall_seconds=wall,
+        load_seconds=load_seconds,
+        engine=engine,
+        attention=loaded.attention,
+        device=loaded.device,
+        dtype=loaded.dtype,
+        gpu_name=loaded.gpu_name,
+        effective_flops=sum(prefill_flops(shape, p.n_tokens) for p in pending),
+        computed_flops=computed,
+        peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if loaded.device == "cuda" else 0.0,
+        notes=tuple(notes),
+    )
+
+
+def _record(probe: Probe, output_ids, tokenizer, seconds: float, prefill_tokens: int) -> ResultRecord:
+    text = clean_output(tokenizer.decode(output_ids, skip_special_tokens=True), probe.form)
+    return ResultRecord(
+        probe_id=probe.probe_id,
+        length=probe.length,
+        depth=probe.depth,
+        score=score_contains(text, probe.expected),
+        expected=probe.expected,
+        output=text,
+        n_tokens=probe.n_tokens,
+        needle_token_start=probe.needle_token_start,
+        needle_token_end=probe.needle_token_end,
+        seed=probe.seed,
+        form=probe.form,
+        lang=probe.lang,
+        haystack=probe.haystack,
+        new_tokens=len(output_ids),
+        prefill_tokens=prefill_tokens,
+        seconds=round(seconds, 4),
+    )
+
+
+def _make_stop(tokenizer, stop_ids: set[int], form: str):
+    def stop(out: list[int]) -> bool:
+        if out[-1] in stop_ids:
+            return True
+        if form == "retform":
+            text = tokenizer.decode(out, skip_special_tokens=True)
+            return "\n" in text.lstrip()
+        return False
+
+    return stop
+
+
+def _run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> float:
+    """Prefix reuse: compute the longest shared prefix once, then each probe's suffix, longest prefix first."""
+    import numpy as np
+
+    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+    from kanana_longctx.run.flops import ModelShape, prefill_flops, suffix_flops
+
+    if not pending:
+        return 0.0
+    shape = ModelShape.from_config(loaded.model.config)
+    shared = np.asarray(probe_set.shared_prefix_ids, dtype=np.int64)
+    order = sorted(pending, key=lambda p: (-p.needle_token_start, -p.n_tokens))
+    reusable = []
+    for p in order:
+        ids = np.asarray(p.input_ids, dtype=np.int64)
+        s = p.needle_token_start
+        ok = s >= REUSE_MIN_PREFIX and s <= len(shared) and np.array_equal(ids[:s], shared[:s])
+        reusable.append(s if ok else 0)
+    buffer_tokens = max(max(p.n_tokens for p in pending), max(reusable)) + max_new + 1
+    fast = PrefixReusingLlama(loaded, max_tokens=buffer_tokens, chunk_tokens=32768 if loaded.device == "cuda" else 2048)
+    stop = _make_stop(tokenizer, stop_ids, probe_set.form)
+    computed = 0.0
+    cached = 0  # positions [0, cached) of the buffer hold the shared prefix's KV
+    top = max(reusable)
+    if top:
+        fast.prefill(shared[:top], 0)
+        computed += prefill_flops(shape, top)
+        cached = top
+    for probe, s in zip(order, reusable):
+        t = time.perf_counter()
+        ids = np.asarray(probe.input_ids, dtype=np.int64)
+        start = s if s and s <= cached else 0
+        logits = fast.prefill(ids[start:], start)
+        computed += suffix_flops(shape, start, len(ids) - start)
+        cached = start  # the probe overwrote everything from `start` on
+        out = fast.decode(logits, len(ids), max_new, stop)
+        record = _record(probe, out, tokenizer, time.perf_counter() - t, len(ids) - start)
+        writer.append([record])
+        reporter.advance(record)
+    return computed
+
+
+def _run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> float:
+    """One `generate` per batch of equal-length probes; batch size from free memory, halved on OOM."""
+    from kanana_longctx.run.flops import ModelShape, prefill_flops
+    from kanana_longctx.run.hf_loop import generate_with_fallback
+
+    shape = ModelShape.from_config(loaded.model.config)
+    by_length: dict[int, list[Probe]] = defaultdict(list)
+    for p in pending:
+        by_length[p.n_tokens].append(p)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(stop_ids) if stop_ids else 0)
+    computed = 0.0
+    for length in sorted(by_length, reverse=True):
+        group = by_length[length]
+        size = options.batch_size or auto_batch_size(loaded, length + max_new)
+        for i in range(0, len(group), size):
+            batch = group[i : i + size]
+            t = time.perf_counter()
+            outputs, size = generate_with_fallback(
+                loaded, [p.input_ids for p in batch], max_new_tokens=max_new, stop_ids=stop_ids, pad_id=pad_id
+            )
+            seconds = (time.perf_counter() - t) / len(batch)
+            records = [_record(p, out, tokenizer, seconds, p.n_tokens) for p, out in zip(batch, outputs)]
+            writer.append(records)
+            for r in records:
+                reporter.advance(r)
+            computed += sum(prefill_flops(shape, p.n_tokens) for p in batch)
+    return computed
+
+
+def auto_batch_size(loaded, tokens: int) -> int:
+    """Probes of `tokens` tokens that fit in free GPU memory (KV cache + activations), at most 16; 1 on CPU."""
+    if loaded.device != "cuda":
+        return 1
+    import torch
+
+    cfg = loaded.model.config
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    elem = 2 if loaded.dtype != "float32" else 4
+    per_token = 2 * cfg.num_hidden_layers * kv * head_dim * elem + 6 * cfg.intermediate_size * elem
+    free, _ = torch.cuda.mem_get_info()
+    return max(1, min(16, int(free * 0.7 // (per_token * tokens))))
