@@ -227,3 +227,10 @@ def test_jsondoc_delete_and_insert_positions():
     inserted = doc.insert("z", "0", anchors=("b",))
     assert inserted == '{\n  "b": 1,\n  "z": 0,\n  "a": [1, {"x": "}"}],\n  "c": "q\\"uote"\n}\n'
     assert JsonDoc.parse("{}").set("k", 1) == '{\n  "k": 1\n}'
+
+
+def test_non_numeric_theta_is_bad_input():
+    from kanana_longctx.errors import BadInput
+
+    with pytest.raises(BadInput, match="rope_theta must be a finite number"):
+        patch_text('{"rope_parameters": {"rope_type": "default", "rope_theta": "big"}}', YarnParams())

@@ -164,7 +164,9 @@ def _render_show(out: Console, path: Path, config: dict, actual) -> None:
     except ConfigError:
         expected = None
     original = settings.original_max_position_embeddings
-    declared_context = expected.params.effective_context if expected else settings.max_position_embeddings
+    declared_context = settings.max_position_embeddings
+    if settings.is_scaled and settings.factor and (original or declared_context):
+        declared_context = int((original or declared_context) * settings.factor)
     table = Table(title=f"RoPE settings of {path}", title_justify="left")
     table.add_column("", no_wrap=True)
     table.add_column("config.json says", no_wrap=True)
@@ -188,7 +190,16 @@ def _render_show(out: Console, path: Path, config: dict, actual) -> None:
     out.print(table)
     for message in actual.warnings:
         out.print(f"[dim]transformers warned: {message}[/]", soft_wrap=True)
-    if settings.is_yarn:
+    if expected is not None and (
+        abs(actual.max_ratio - expected.max_ratio) > 1e-5 * expected.max_ratio
+        or abs(actual.attention_factor - expected.attention_factor) > 1e-6
+    ):
+        out.print(
+            f"[bold red]transformers {actual.version} does not apply the YaRN this file declares[/]: "
+            "run --check for the reason and the fix.",
+            soft_wrap=True,
+        )
+    elif settings.is_yarn:
         out.print("YaRN is declared; verify that it takes effect with --check.")
     else:
         out.print("No YaRN. Apply it with --yarn (--dry-run shows the diff first).")

@@ -28,7 +28,7 @@ NO_SCALING_TYPES = frozenset({"default", "none"})
 YARN_TYPE = "yarn"
 
 
-def _number(value: Any, name: str) -> float:
+def finite_number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise BadInput(f"{name} must be a finite number, got {value!r}")
     return float(value)
@@ -52,9 +52,9 @@ class YarnParams:
     beta_slow: float = DEFAULT_BETA_SLOW
 
     def __post_init__(self) -> None:
-        factor = _number(self.factor, "factor")
-        beta_fast = _number(self.beta_fast, "beta_fast")
-        beta_slow = _number(self.beta_slow, "beta_slow")
+        factor = finite_number(self.factor, "factor")
+        beta_fast = finite_number(self.beta_fast, "beta_fast")
+        beta_slow = finite_number(self.beta_slow, "beta_slow")
         original = _positive_int(self.original_max_position_embeddings, "original_max_position_embeddings")
         if factor <= 1.0:
             raise BadInput(f"factor must be greater than 1 (YaRN stretches the context), got {self.factor}")
@@ -124,19 +124,24 @@ class RopeSettings:
     def is_scaled(self) -> bool:
         return self.rope_type not in NO_SCALING_TYPES
 
-    def yarn_params(self) -> YarnParams | None:
-        """The YarnParams this config declares, or None when it is not (validly) YaRN."""
+    def yarn_params(self, strict: bool = False) -> YarnParams | None:
+        """The YarnParams this config declares; None when it is not YaRN, or (strict) ConfigError when its block
+        is invalid. Missing betas take transformers' defaults (32/1), a missing original its max_position_embeddings,
+        as transformers does."""
         if not self.is_yarn or self.factor is None:
+            if strict:
+                raise ConfigError(f"the config does not declare YaRN (rope type: {self.rope_type})")
             return None
-        original = self.original_max_position_embeddings or self.max_position_embeddings
         try:
             return YarnParams(
                 factor=self.factor,
-                original_max_position_embeddings=original,
-                beta_fast=32.0 if self.beta_fast is None else self.beta_fast,  # transformers' defaults
+                original_max_position_embeddings=self.original_max_position_embeddings or self.max_position_embeddings,
+                beta_fast=32.0 if self.beta_fast is None else self.beta_fast,
                 beta_slow=1.0 if self.beta_slow is None else self.beta_slow,
             )
-        except BadInput:
+        except BadInput as exc:
+            if strict:
+                raise ConfigError(f"the config's YaRN block is invalid: {exc}") from None
             return None
 
     def to_dict(self) -> dict:
@@ -166,7 +171,7 @@ class RopeSettings:
             theta, theta_source = parameters["rope_theta"], "rope_parameters"
         else:
             theta, theta_source = DEFAULT_ROPE_THETA, "default"
-        theta = _number(theta, "rope_theta")
+        theta = finite_number(theta, "rope_theta")
         mpe = config.get("max_position_embeddings")
         top_original = config.get("original_max_position_embeddings")
         block = block or {}

@@ -22,7 +22,14 @@ from typing import Any, Mapping
 
 from kanana_longctx.errors import ConfigError
 from kanana_longctx.yarn.jsontext import JsonDoc, load_object
-from kanana_longctx.yarn.params import DEFAULT_ROPE_THETA, NO_SCALING_TYPES, YARN_TYPE, RopeSettings, YarnParams
+from kanana_longctx.yarn.params import (
+    DEFAULT_ROPE_THETA,
+    NO_SCALING_TYPES,
+    YARN_TYPE,
+    RopeSettings,
+    YarnParams,
+    finite_number,
+)
 
 # Top-level keys the patch may touch, in the order it touches them, with where a missing one is inserted.
 ANCHORS: dict[str, tuple[str, ...]] = {
@@ -89,6 +96,9 @@ def plan_yarn(
         notes.append(f"replaced the existing '{replaced}' RoPE scaling (--no-yarn restores it)")
     top = config.get("rope_theta")
     inner = (config.get("rope_parameters") or {}).get("rope_theta")
+    for value, where in ((top, "rope_theta"), (inner, "rope_parameters.rope_theta")):
+        if value is not None:
+            finite_number(value, where)
     if top is not None and inner is not None and float(top) != float(inner):
         raise ConfigError(
             f"rope_theta disagrees: {top} at the top level, {inner} inside rope_parameters; make them equal first"

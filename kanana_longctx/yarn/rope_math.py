@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from kanana_longctx.errors import BadInput, ConfigError
+from kanana_longctx.errors import ConfigError
 from kanana_longctx.yarn.params import RopeSettings, YarnParams
 
 
@@ -150,18 +150,7 @@ class ExpectedRope:
 def expected_rope(config: Mapping[str, Any]) -> ExpectedRope:
     """The YaRN frequencies the config *means* (factor and ramp over the declared original context)."""
     settings = RopeSettings.from_config(config)
-    if not settings.is_yarn or settings.factor is None:
-        raise ConfigError(f"the config does not declare YaRN (rope type: {settings.rope_type})")
-    try:
-        params = YarnParams(
-            factor=settings.factor,
-            original_max_position_embeddings=settings.original_max_position_embeddings
-            or settings.max_position_embeddings,
-            beta_fast=32.0 if settings.beta_fast is None else settings.beta_fast,  # transformers' defaults
-            beta_slow=1.0 if settings.beta_slow is None else settings.beta_slow,
-        )
-    except BadInput as exc:
-        raise ConfigError(f"the config's YaRN block is invalid: {exc}") from None
+    params = settings.yarn_params(strict=True)
     block = config.get(settings.source_key) or {}
     dim = rotary_dim(config)
     truncate = block.get("truncate", True) is not False
