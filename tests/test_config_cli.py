@@ -67,7 +67,7 @@ def test_dry_run_prints_diff_and_writes_nothing(model):
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("--- a/config.json\n+++ b/config.json\n")
     assert '+    "factor": 2.0,' in result.stdout and '-  "rope_scaling": null,' in result.stdout
-    assert "nothing written" in result.stdout
+    assert "nothing written" in result.stderr and "nothing written" not in result.stdout
     assert snapshot(model) == before
 
 

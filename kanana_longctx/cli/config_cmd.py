@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kanana_longctx.cli import app
-from kanana_longctx.cli.errors import friendly_errors
+from kanana_longctx.cli.errors import friendly_errors, stderr
 from kanana_longctx.cli.options import RevisionOpt
 from kanana_longctx.errors import BadInput, CheckFailed
 from kanana_longctx.yarn import params as yp
@@ -219,10 +219,12 @@ def _render_outcome(out: Console, outcome, dry_run: bool) -> None:
     notes = list(outcome.notes)
     if outcome.action == "no-yarn" and not dry_run:
         out.print(f"Removed YaRN from {outcome.path}: {notes.pop(0)}.", soft_wrap=True)
+    # On a dry run stdout carries only the diff (so that `> yarn.patch` is a clean patch); the rest goes to stderr.
+    side = stderr if dry_run else out
     for note in notes:
-        out.print(f"note: {note}", soft_wrap=True)
+        side.print(f"note: {note}", soft_wrap=True)
     if dry_run:
-        out.print("dry run: nothing written.")
+        side.print("dry run: nothing written.")
     elif outcome.action == "yarn":
         out.print(f"Applied YaRN to {outcome.path} (changed: {', '.join(outcome.changed_keys)}).", soft_wrap=True)
         out.print(f"Backup for --no-yarn: {outcome.backup}. Verify with --check.", soft_wrap=True)
