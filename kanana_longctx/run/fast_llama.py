@@ -48,7 +48,7 @@ def _rotate_half(x):
 class PrefixReusingLlama:
     """Owns the KV buffer; runs prefill chunks and greedy decoding for one sequence at a time."""
 
-    def __init__(self, loaded, *, max_tokens: int, chunk_tokens: int = 32768):
+    def __init__(self, loaded, *, max_tokens: int, chunk_tokens: int = 32768, use_graphs: bool = True):
         from kanana_longctx.run.attention import attend
 
         self._attend = attend
@@ -66,6 +66,8 @@ class PrefixReusingLlama:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.max_tokens = max_tokens
+        self.use_graphs = use_graphs
+        self._graph_decoder = None
         shape = (1, self.n_kv, max_tokens, self.head_dim)
         self.k_cache = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         self.v_cache = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
@@ -90,7 +92,15 @@ class PrefixReusingLlama:
     @torch.inference_mode()
     def decode(self, first_logits: torch.Tensor, position: int, max_new_tokens: int, stop) -> list[int]:
         """Greedy decoding from `first_logits` (the prompt's last position is `position - 1`).
-        `stop(token_ids) -> bool` ends generation early (EOS, newline for retform)."""
+        `stop(token_ids) -> bool` ends generation early (EOS, newline for retform). On CUDA the steps are replayed
+        from CUDA graphs (kanana_longctx.run.decode_graph); elsewhere they run eagerly."""
+        if self.device.type == "cuda" and self.use_graphs:
+            if self._graph_decoder is None:
+                from kanana_longctx.run.decode_graph import GraphDecoder
+
+                self._graph_decoder = GraphDecoder(self)
+            first = int(torch.argmax(first_logits).item())
+            return self._graph_decoder.generate(first, position, max_new_tokens, stop)
         out: list[int] = []
         logits = first_logits
         for step in range(max_new_tokens):
