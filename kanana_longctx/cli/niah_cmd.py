@@ -1,1 +1,363 @@
-"""`kanana-longctx niah`: placeholder until its issue lands (registered so the layout is visible)."""
+"""`kanana-longctx niah`: build exact needle-in-a-haystack probes, then inspect them (--dry-run) or run them.
+
+Usage: kanana-longctx niah --model smollm2 --dry-run --out runs/demo [--preset readme-32k] [--lang ko]
+
+Thin shell: validate the cheap options first (grid, language, haystack) so that a typo costs no tokenizer load,
+then load only the tokenizer, call `kanana_longctx.probes.build_probe_set`, and either write prompts.jsonl with a
+rich summary or hand the probe set to the runner. Nothing is written before every probe has been built.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kanana_longctx.cli import app
+from kanana_longctx.cli.errors import friendly_errors, stderr
+from kanana_longctx.cli.options import RevisionOpt
+
+stdout = Console(highlight=False, soft_wrap=True)
+
+_GRID = "Grid"
+_PROBE = "Probes"
+_RUN = "Run (ignored with --dry-run)"
+
+
+def model_slug(spec: str) -> str:
+    """A short, path-safe name for MODEL: smollm2, the last part of a hub id, a directory or file stem."""
+    name = spec.rstrip("/\\").replace("\\", "/").split("/")[-1] or "model"
+    name = name[: -len(".gguf")] if name.endswith(".gguf") else name
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
+
+
+def _summary_table(summary, seconds: float) -> Table:
+    from kanana_longctx.probes.summary import DEPTH_TOLERANCE, human
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    lengths = summary.lengths
+    table.add_row("probes", f"{summary.probes} = {len(lengths)} lengths x {len(summary.depths)} depths")
+    table.add_row("lengths", f"{lengths[0]:,} .. {lengths[-1]:,} tokens" if len(lengths) > 1 else f"{lengths[0]:,}")
+    table.add_row("depths", ", ".join(f"{d:g}" for d in summary.depths) + " %")
+    table.add_row("form / lang", f"{summary.form} / {summary.lang}")
+    repeats = f", repeated x{summary.haystack_repeats}" if summary.haystack_repeats > 1 else ""
+    table.add_row("haystack", escape(f"{summary.haystack} (sha256 {summary.haystack_hash[:12]}{repeats})"))
+    table.add_row("tokens", f"{summary.total_tokens:,} in all; {summary.reuse_tokens:,} to prefill with prefix reuse")
+    table.add_row("shared prefix", f"{summary.shared_prefix_tokens:,} tokens")
+    depth_note = f"max |actual - requested| {summary.max_depth_error:g} points"
+    if summary.off_depth:
+        depth_note += (
+            f" [yellow]({summary.off_depth} probes off by more than {DEPTH_TOLERANCE:g}: few sentence ends)[/]"
+        )
+    table.add_row("depth", depth_note)
+    exact = "n_tokens == length for every probe" if summary.exact else "[red]NOT EXACT[/]"
+    table.add_row("exactness", f"{exact}; {summary.padded} padded (at most {summary.max_pad} tokens)")
+    if summary.params is not None:
+        table.add_row(
+            "prefill FLOPs",
+            f"{human(summary.flops)}FLOP at {human(summary.params)} params (2 x params x tokens; attention extra);"
+            f" {human(summary.reuse_flops)}FLOP with prefix reuse",
+        )
+    table.add_row("built in", f"{seconds:.2f} s")
+    return table
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", help="Model dir, .gguf file, hub id in the local cache, or smollm2."),
+]
+TrustRemoteCodeOpt = Annotated[
+    bool,
+    typer.Option("--trust-remote-code", help="Allow the model's own tokenizer/model code."),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Only build the probes: write DIR/prompts.jsonl and a summary."),
+]
+OutOpt = Annotated[
+    Optional[Path],
+    typer.Option("--out", "-o", help="Run directory \\[default: runs/MODEL-FORM-LANG-GRID].", show_default=False),
+]
+PresetOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--preset",
+        "-p",
+        help="quick | readme-32k | readme-128k \\[default: quick unless --lengths].",
+        rich_help_panel=_GRID,
+        show_default=False,
+    ),
+]
+LengthsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--lengths",
+        "-l",
+        help="Token lengths: 1000,2000 or 1000:32000:1000 (inclusive).",
+        rich_help_panel=_GRID,
+    ),
+]
+DepthsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--depths",
+        "-d",
+        help="Depths in percent: 0,50,100 or a range START:STOP:STEP.",
+        rich_help_panel=_GRID,
+    ),
+]
+DepthCountOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--depth-count",
+        help="Number of depths from 0 to 100 (with --depth-spacing).",
+        rich_help_panel=_GRID,
+    ),
+]
+DepthSpacingOpt = Annotated[
+    str,
+    typer.Option("--depth-spacing", help="linear | sigmoid (denser near 0 and 100).", rich_help_panel=_GRID),
+]
+HaystackOpt = Annotated[
+    str,
+    typer.Option(
+        "--haystack",
+        "-H",
+        help="builtin[:LANG] | noise[:LANG] | a directory of .txt files | a file.",
+        rich_help_panel=_PROBE,
+    ),
+]
+FormOpt = Annotated[
+    str,
+    typer.Option(
+        "--form",
+        "-f",
+        help="auto | retform (base models) | qaform (chat template).",
+        rich_help_panel=_PROBE,
+    ),
+]
+LangOpt = Annotated[
+    str,
+    typer.Option("--lang", help="en | ko: language of instruction, needle, question.", rich_help_panel=_PROBE),
+]
+SeedOpt = Annotated[
+    int,
+    typer.Option(
+        "--seed",
+        "-s",
+        help="Seed of the needle values (per probe: SEED:LENGTH:DEPTH).",
+        rich_help_panel=_PROBE,
+    ),
+]
+NeedleOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--needle",
+        help="Custom needle; {value} is replaced by the random 7-digit value.",
+        rich_help_panel=_PROBE,
+    ),
+]
+QuestionOpt = Annotated[
+    Optional[str],
+    typer.Option("--question", help="Custom question.", rich_help_panel=_PROBE),
+]
+ExpectedOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--expected",
+        help="Answer the custom needle contains \\[default: the value].",
+        rich_help_panel=_PROBE,
+        show_default=False,
+    ),
+]
+AnswerPrefixOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--answer-prefix",
+        help="Text the prompt ends with; 'default' = the language's; '' = none.",
+        rich_help_panel=_PROBE,
+    ),
+]
+VerifyOpt = Annotated[
+    str,
+    typer.Option(
+        "--verify",
+        help="junctions (fast, exact for byte-level BPE) | full (re-encode every prompt).",
+        rich_help_panel=_PROBE,
+    ),
+]
+WithIdsOpt = Annotated[
+    bool,
+    typer.Option("--with-ids", help="Also write input_ids into prompts.jsonl.", rich_help_panel=_PROBE),
+]
+ParamsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--params",
+        help="Parameter count (8e9, 8B, 135M) for the prefill FLOP estimate.",
+        rich_help_panel=_PROBE,
+    ),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", help="auto | cpu | cuda.", rich_help_panel=_RUN),
+]
+DtypeOpt = Annotated[
+    str,
+    typer.Option("--dtype", help="auto | bfloat16 | float16 | float32.", rich_help_panel=_RUN),
+]
+AttnOpt = Annotated[
+    str,
+    typer.Option("--attn", help="auto | cudnn | fa3 | fa2 | sdpa | eager.", rich_help_panel=_RUN),
+]
+YarnOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--yarn/--no-yarn",
+        help="Apply YaRN in memory / force it off \\[default: as the config says].",
+        rich_help_panel=_RUN,
+        show_default=False,
+    ),
+]
+YarnFactorOpt = Annotated[
+    float,
+    typer.Option("--yarn-factor", help="YaRN factor with --yarn.", rich_help_panel=_RUN),
+]
+YarnOriginalOpt = Annotated[
+    int,
+    typer.Option("--yarn-original", help="original_max_position_embeddings with --yarn.", rich_help_panel=_RUN),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option("--engine", help="auto | fast (prefix reuse) | hf.", rich_help_panel=_RUN),
+]
+BatchSizeOpt = Annotated[
+    int,
+    typer.Option("--batch-size", help="Probes per batch (0: from free memory).", rich_help_panel=_RUN),
+]
+MaxNewTokensOpt = Annotated[
+    int,
+    typer.Option("--max-new-tokens", help="0: from the expected answer's length.", rich_help_panel=_RUN),
+]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Discard results already in --out.", rich_help_panel=_RUN),
+]
+LimitOpt = Annotated[
+    int,
+    typer.Option("--limit", help="Run only the first N pending probes (0: all).", rich_help_panel=_RUN),
+]
+
+
+@app.command("niah")
+@friendly_errors
+def niah(
+    model: ModelOpt = "smollm2",
+    revision: RevisionOpt = None,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    dry_run: DryRunOpt = False,
+    out: OutOpt = None,
+    preset: PresetOpt = None,
+    lengths: LengthsOpt = None,
+    depths: DepthsOpt = None,
+    depth_count: DepthCountOpt = None,
+    depth_spacing: DepthSpacingOpt = "linear",
+    haystack: HaystackOpt = "builtin",
+    form: FormOpt = "auto",
+    lang: LangOpt = "en",
+    seed: SeedOpt = 0,
+    needle: NeedleOpt = None,
+    question: QuestionOpt = None,
+    expected: ExpectedOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    verify: VerifyOpt = "junctions",
+    with_ids: WithIdsOpt = False,
+    params: ParamsOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attn: AttnOpt = "auto",
+    yarn: YarnOpt = None,
+    yarn_factor: YarnFactorOpt = 4.4,
+    yarn_original: YarnOriginalOpt = 32768,
+    engine: EngineOpt = "auto",
+    batch_size: BatchSizeOpt = 0,
+    max_new_tokens: MaxNewTokensOpt = 0,
+    overwrite: OverwriteOpt = False,
+    limit: LimitOpt = 0,
+) -> None:
+    """Needle-in-a-haystack probes of exactly LENGTH tokens in the model's own tokenizer, English or Korean.
+
+    Every probe's prompt re-encodes to exactly its length; the needle sits at the sentence end nearest to the
+    requested depth; all probes share one tokenized haystack prefix. --dry-run loads only the tokenizer.
+
+    [bold]Examples[/]
+
+      kanana-longctx niah --dry-run --out runs/demo
+
+      kanana-longctx niah -m kakaocorp/kanana-1.5-8b-instruct-2505 --preset readme-128k --lang ko --dry-run --params 8B
+
+      kanana-longctx niah -m ./kanana-base -f retform -l 1000:8000:1000 -d 0,50,100 -H noise --dry-run
+
+      kanana-longctx niah --needle "The pass key is {value}." --question "What is the pass key?" --dry-run
+
+      kanana-longctx niah -m kakaocorp/kanana-1.5-8b-instruct-2505 --preset readme-128k --yarn --out runs/k8b-128k
+    """
+    from kanana_longctx.errors import BadInput
+    from kanana_longctx.hub import resolve_model
+    from kanana_longctx.probes import build_probe_set, load_haystack, resolve_grid
+    from kanana_longctx.probes.build import ProbeRequest
+    from kanana_longctx.probes.languages import language_pack
+    from kanana_longctx.probes.needle import resolve_needle
+    from kanana_longctx.probes.summary import parse_count, summarize, write_prompts
+    from kanana_longctx.probes.template import FORMS
+    from kanana_longctx.results import RESULTS_NAME
+    from kanana_longctx.run.options import RunOptions
+
+    # Cheap checks first: a typo must not cost a tokenizer load.
+    grid = resolve_grid(preset, lengths, depths, depth_count, depth_spacing)
+    pack = language_pack(lang)
+    if form.strip().lower() not in FORMS:
+        raise BadInput(f"unknown form '{form}' (choose auto, retform or qaform)")
+    resolve_needle(pack, "retform", needle=needle, question=question, expected=expected, answer_prefix=answer_prefix)
+    param_count = parse_count(params) if params is not None else None
+    request = ProbeRequest.from_grid(
+        grid, haystack=haystack, form=form.strip().lower(), lang=pack.code, seed=seed, needle=needle,
+        question=question, expected=expected, answer_prefix=answer_prefix, verify=verify,
+    )
+    hay = load_haystack(haystack, pack.code)
+    run_options = RunOptions(
+        model=model, revision=revision, device=device, dtype=dtype, attn=attn, yarn=yarn, yarn_factor=yarn_factor,
+        yarn_original=yarn_original, engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit,
+    )
+    if out is not None and out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} exists and is not a directory")
+
+    from kanana_longctx.tokenizer import load_tokenizer
+
+    source = resolve_model(model, revision)
+    tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    started = time.perf_counter()
+    probe_set = build_probe_set(request, tokenizer, haystack=hay)
+    out_dir = out or Path("runs") / f"{model_slug(model)}-{probe_set.form}-{probe_set.lang}-{grid.name}"
+
+    if dry_run:
+        if (out_dir / RESULTS_NAME).exists() and not overwrite:
+            raise BadInput(f"{out_dir} already holds a run ({RESULTS_NAME}); use --overwrite or another --out")
+        path = write_prompts(probe_set, out_dir, with_ids=with_ids)
+        seconds = time.perf_counter() - started
+        stdout.print(_summary_table(summarize(probe_set, param_count), seconds))
+        stdout.print(f"wrote {escape(str(path))}")  # outside the table: a path must never be cut short
+        return
+    if out is None:
+        stderr.print(f"run directory: {escape(str(out_dir))}", highlight=False)
+    from kanana_longctx.run.runner import run_niah
+
+    run_niah(probe_set, run_options, out_dir, stdout, tokenizer=tokenizer)

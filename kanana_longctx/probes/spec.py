@@ -8,7 +8,7 @@ one cached prefix across every depth and length.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,11 @@ class Probe:
     haystack_hash: str  # content hash of the haystack source text
     haystack_repeats: int = 1  # how many times the source was repeated to be long enough
     actual_depth: float = 0.0  # where the needle really starts, percent of the haystack span
+    haystack_start: int = 0  # index of the first haystack token (the template prefix's length)
+    haystack_end: int = 0  # one past the last haystack token (pad and suffix follow)
+    pad_tokens: int = 0  # filler tokens between haystack and suffix that keep n_tokens == length exact
+    pad: str = ""  # their text, e.g. "…" when the span would end inside a character ("" when none)
+    answer_prefix: str = ""  # the answer prefix the prompt ends with ("" for none)
     input_ids: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -37,8 +42,8 @@ class Probe:
         return f"L{self.length}-D{self.depth:g}"
 
     def to_dict(self, *, with_ids: bool = False) -> dict:
-        data = asdict(self)
-        data.pop("input_ids")
+        # Not dataclasses.asdict: it deep-copies input_ids (up to 128K ints) only for them to be dropped.
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "input_ids"}
         if with_ids:
             data["input_ids"] = list(self.input_ids)
         data["probe_id"] = self.probe_id
@@ -64,3 +69,6 @@ class ProbeSet:
     haystack: str = ""
     haystack_hash: str = ""
     seed: int = 0
+    haystack_repeats: int = 1  # copies of the haystack source the longest probe uses
+    preset: str = ""  # grid name (quick | readme-32k | readme-128k | custom ...)
+    tokenizer: str = ""  # name_or_path of the tokenizer the ids belong to
