@@ -197,3 +197,15 @@ def test_shared_reference_haystacks(smollm2_tokenizer, shared_haystacks):
         assert probe_set.haystack == f"{lang}/" and probe_set.haystack_repeats == 1
         for probe in probe_set.probes:
             assert _exact(smollm2_tokenizer, probe) and probe.prompt.count(probe.expected) == 1
+
+
+def test_retform_writes_out_the_bos_a_base_tokenizer_adds(smollm2_tokenizer):
+    from tokenizers.processors import TemplateProcessing
+
+    base = copy.deepcopy(smollm2_tokenizer)  # Llama-style: BOS added by default, like Kanana base models
+    base.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 0)]
+    )
+    probe = _build(base, lengths=(800,), depths=(50,), form="retform").probes[0]
+    assert probe.prompt.startswith("<|endoftext|>A special magic number") and probe.input_ids[0] == 0
+    assert probe.input_ids.count(0) == 1 and _exact(base, probe)
