@@ -60,13 +60,13 @@ def test_fast_prefill_with_a_reused_prefix_matches_transformers(tiny):
     model, loaded = tiny
     assert supports_fast_path(model) == (True, "")
     gen = torch.Generator().manual_seed(2)
-    ids = torch.randint(0, model.config.vocab_size, (300,), generator=gen)
+    ids = torch.randint(0, 1000, (300,), generator=gen)
     fast = PrefixReusingLlama(loaded, max_tokens=400, chunk_tokens=64)  # several chunks: exercises the split path
     with torch.no_grad():
         ref = model(ids[None]).logits[0, -1]
     assert _rel(fast.prefill(ids, 0), ref) < 1e-5
     other = ids.clone()
-    other[150:] = torch.randint(0, model.config.vocab_size, (150,), generator=gen)
+    other[150:] = torch.randint(0, 1000, (150,), generator=gen)
     with torch.no_grad():
         ref_other = model(other[None]).logits[0, -1]
     # positions [0, 120) still hold the KV of `ids`, which `other` shares: compute only the rest
@@ -76,7 +76,7 @@ def test_fast_prefill_with_a_reused_prefix_matches_transformers(tiny):
 def test_eager_and_static_graph_steps_decode_like_generate(tiny):
     model, loaded = tiny
     gen = torch.Generator().manual_seed(3)
-    ids = torch.randint(0, model.config.vocab_size, (200,), generator=gen)
+    ids = torch.randint(0, 1000, (200,), generator=gen)
     with torch.no_grad():
         ref = model.generate(ids[None], max_new_tokens=10, do_sample=False)[0, 200:].tolist()
     fast = PrefixReusingLlama(loaded, max_tokens=300)
@@ -93,3 +93,18 @@ def test_decode_stops_when_told(tiny):
     fast = PrefixReusingLlama(loaded, max_tokens=100)
     out = fast.decode(fast.prefill(ids, 0), 50, 10, lambda toks: len(toks) == 3)
     assert len(out) == 3
+
+
+def test_static_steps_with_a_bucket_smaller_than_the_buffer(tiny):
+    """The KV buffer is longer than the first capacity bucket (4096): warm-up writes at a scratch position
+    beyond the bucket without touching live positions, and decoding still matches generate."""
+    model, loaded = tiny
+    gen = torch.Generator().manual_seed(4)
+    ids = torch.randint(0, 1000, (100,), generator=gen)
+    with torch.no_grad():
+        ref = model.generate(ids[None], max_new_tokens=6, do_sample=False)[0, 100:].tolist()
+    fast = PrefixReusingLlama(loaded, max_tokens=5000)
+    decoder = GraphDecoder(fast)
+    assert decoder.bucket(106) == 4096
+    logits = fast.prefill(ids, 0)
+    assert decoder.generate(int(logits.argmax()), 100, 6, lambda out: False) == ref

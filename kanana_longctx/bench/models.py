@@ -30,7 +30,7 @@ SHAPES = {
     # Kanana-Flag-1.5-32.5B class (Qwen2.5-32B-like widths)
     "llama-32b": Shape(hidden=5120, layers=64, heads=40, kv_heads=8, ffn=27648, vocab=128256),
     # small shapes for CPU tests of the speed paths
-    "tiny": Shape(hidden=128, layers=2, heads=4, kv_heads=2, ffn=256, vocab=1000, rope_theta=1e4, max_position_embeddings=4096),
+    "tiny": Shape(hidden=128, layers=2, heads=4, kv_heads=2, ffn=256, vocab=49152, rope_theta=1e4, max_position_embeddings=4096),
 }
 
 

@@ -1,1 +1,74 @@
-"""`kanana-longctx bench`: placeholder until its issue lands (registered so the layout is visible)."""
+"""`kanana-longctx bench`: time the README grids with our runner against the usual HF loop (random weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kanana_longctx.cli import app
+from kanana_longctx.cli.errors import friendly_errors
+
+EPILOG = """Examples:
+
+  kanana-longctx bench --shape llama-8b --preset readme-32k --json bench-32k.json
+
+  kanana-longctx bench --shape llama-8b --preset readme-128k --naive-subset 0
+
+  kanana-longctx bench --shape tiny --device cpu --lengths 256,512 --depths 0,50,100   # CPU smoke run
+"""
+
+
+@app.command("bench", epilog=EPILOG)
+@friendly_errors
+def bench(
+    shape: Annotated[str, typer.Option("--shape", help="Random-weight model shape: llama-8b, llama-32b, tiny.")] = "llama-8b",
+    preset: Annotated[str, typer.Option("--preset", "-p", help="Grid preset: quick, readme-32k, readme-128k.")] = "readme-32k",
+    lengths: Annotated[Optional[str], typer.Option("--lengths", help="Custom lengths (overrides the preset).")] = None,
+    depths: Annotated[Optional[str], typer.Option("--depths", help="Custom depths in percent.")] = None,
+    naive_subset: Annotated[int, typer.Option("--naive-subset", help="Probes for the naive-loop comparison (0: skip).")] = 64,
+    tokenizer: Annotated[str, typer.Option("--tokenizer", help="Tokenizer (MODEL spec) to build the probes with.")] = "smollm2",
+    attn: Annotated[str, typer.Option("--attn", help="auto | cudnn | fa2 | sdpa | eager")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto | cuda | cpu (cpu only with --shape tiny)")] = "auto",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="0: the runner's default.")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the table as JSON here.")] = None,
+) -> None:
+    """Benchmark a README grid on a random-weight model: our runner vs one `generate` per probe."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kanana_longctx.bench.grid_bench import BenchRequest, run_bench, write_report
+
+    console = Console()
+    report = run_bench(
+        BenchRequest(
+            shape=shape, preset=preset, lengths=lengths, depths=depths, naive_subset=max(naive_subset, 1),
+            tokenizer=tokenizer, attn=attn, device=device, max_new_tokens=max_new_tokens,
+        ),
+        progress=lambda message: console.print(f"[dim]{message}[/]"),
+    )
+    table = Table(title=f"kanana-longctx bench: {report.shape} on {report.gpu}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("grid", f"{report.grid} ({report.probes} probes)"),
+        ("prompt tokens", f"{report.prompt_tokens:,}"),
+        ("prefill FLOPs (no reuse)", f"{report.flops:.3e}"),
+        ("measured bf16 matmul", f"{report.matmul_tflops:.0f} TFLOP/s"),
+        ("T_peak", f"{report.t_peak_s:.1f} s"),
+        ("ours, whole grid", f"{report.ours_s:.1f} s = {report.ours_vs_t_peak:.2f} x T_peak"),
+        (f"naive loop, {report.naive_probes}-probe subset", f"{report.naive_s:.1f} s"),
+        ("ours, same subset", f"{report.ours_subset_s:.1f} s (speed-up {report.speedup:.1f}x)"),
+        ("peak GPU memory", f"{report.peak_memory_gib:.1f} GiB"),
+        ("attention / engine", f"{report.attention} / {report.engine}"),
+        ("max new tokens", str(report.max_new_tokens)),
+        ("last-token logits vs transformers", f"rel err {report.logits_rel_err_ours:.2e} (eager vs sdpa: "
+         f"{report.logits_rel_err_hf_eager:.2e}), argmax {report.argmax_agree}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    if json_out:
+        write_report(report, json_out)
+        console.print(f"wrote {json_out}")

@@ -40,7 +40,9 @@ class GraphDecoder:
         x = inner.embed_tokens(self.token[None])  # (1, 1, hidden)
         cos, sin = inner.rotary_emb(x, self.position[None])
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        mask.index_fill_(3, self.position, True)
+        # Clamped: warm-up and capture run at a scratch position beyond a small bucket's capacity (the mask is
+        # reset before real use, and real positions are always inside the capacity).
+        mask.index_fill_(3, torch.clamp(self.position, max=capacity - 1), True)
         groups = fast.n_heads // fast.n_kv
         from kanana_longctx.run.fast_llama import _rotate_half
 
@@ -72,10 +74,13 @@ class GraphDecoder:
         if capacity in self._graphs:
             return self._graphs[capacity]
         mask = torch.zeros(1, 1, 1, capacity, dtype=torch.bool, device=self.fast.device)
-        if self.fast.device.type != "cuda":  # no graphs off CUDA: replay = run the static step eagerly (tests)
+        scratch = self.fast.max_tokens - 1  # warm-up and capture write K/V here, never over a live prefix
+        if self.fast.device.type != "cuda":  # no graphs off CUDA: the static step runs eagerly (tests)
+            with torch.inference_mode():
+                self.position.fill_(scratch)
+                self._step(mask, capacity)
             self._graphs[capacity] = (None, mask)
             return None, mask
-        scratch = self.fast.max_tokens - 1  # warm-up and capture write K/V here, never over a live prefix
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.inference_mode():

@@ -9,6 +9,7 @@ load, with the same parameters `kanana-longctx config --yarn` writes, and verifi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 from dataclasses import dataclass, field
@@ -129,6 +130,23 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+@contextlib.contextmanager
+def _quiet_gguf_progress():
+    """transformers' GGUF loader draws a tqdm bar that ignores its own progress-bar switch; silence it for the
+    duration of one load (our rich progress is the one the user should see)."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def load_config(source: ModelSource, options: RunOptions):
     """Load the transformers config (no weights) and apply or remove YaRN in memory as asked."""
     from transformers import AutoConfig
@@ -161,14 +179,15 @@ def load_model(source: ModelSource, options: RunOptions) -> LoadedModel:
     config, yarn = load_config(source, options)
     torch_dtype = getattr(torch, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source.directory,
-            config=config,
-            dtype=torch_dtype,
-            attn_implementation=hf_attn_implementation(attention),
-            trust_remote_code=options.trust_remote_code,
-            **source.transformers_kwargs(),
-        )
+        with _quiet_gguf_progress():
+            model = AutoModelForCausalLM.from_pretrained(
+                source.directory,
+                config=config,
+                dtype=torch_dtype,
+                attn_implementation=hf_attn_implementation(attention),
+                trust_remote_code=options.trust_remote_code,
+                **source.transformers_kwargs(),
+            )
     except (OSError, ValueError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelNotFound(f"cannot load model weights from {source.spec}: {first}") from exc

@@ -54,7 +54,7 @@ def grid_of(probe_set: ProbeSet) -> dict:
 def default_max_new_tokens(probe_set: ProbeSet, tokenizer) -> int:
     """Enough for the answer plus a short phrase: retform completes a prefix, qaform may restate the question."""
     longest = max((len(tokenizer.encode(p.expected, add_special_tokens=False)) for p in probe_set.probes), default=8)
-    return longest + (8 if probe_set.form == "retform" else 24)
+    return longest + (4 if probe_set.form == "retform" else 16)
 
 
 def prepare_out_dir(out_dir: Path, info: RunInfo, overwrite: bool) -> set[str]:
@@ -137,9 +137,12 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     native, maximum = context_limits(config, yarn)
     longest = max(p.n_tokens for p in probe_set.probes) + max_new
     notes: list[str] = []
-    if maximum and longest > maximum:
-        hint = "" if yarn else " (try --yarn)"
-        raise ProbeError(f"probes need {longest:,} positions but the model addresses {maximum:,}{hint}")
+    # Without YaRN a model can be run past its native context (that is what shows YaRN's effect), but not past
+    # what even the default YaRN factor would reach.
+    reach = maximum if yarn else int(native * options.yarn_factor)
+    if reach and longest > reach:
+        what = "with YaRN" if yarn else f"even with YaRN x{options.yarn_factor:g}"
+        raise ProbeError(f"probes need {longest:,} positions; the model addresses {reach:,} {what}")
     if native and longest > native and not yarn:
         notes.append(f"lengths exceed the model's native context of {native:,} tokens without YaRN")
         reporter.note(f"[yellow]warning:[/] lengths up to {longest:,} exceed the native context {native:,} without --yarn")

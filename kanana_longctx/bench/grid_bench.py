@@ -1,0 +1,208 @@
+"""The grid benchmark: our runner vs the usual HF loop on a random-weight model of a named shape.
+
+Usage: kanana-longctx bench --shape llama-8b --preset readme-32k --naive-subset 64 --json bench-32k.json
+
+What it reports (the performance issue's table): grid, probes, prompt tokens, FLOPs without reuse, the bf16
+matmul rate measured in the same run, T_peak = FLOPs / that rate, our wall time (model load excluded) and its
+ratio to T_peak, the naive loop's time on an evenly spread subset of probes and our time on the same subset
+(speed-up), peak GPU memory, the attention kernel, and how close our last-token logits are to transformers'.
+Timing thresholds live here, as reported numbers, never in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kanana_longctx.errors import BadInput
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    shape: str = "llama-8b"
+    preset: str = "readme-32k"
+    lengths: str | None = None
+    depths: str | None = None
+    naive_subset: int = 64
+    tokenizer: str = "smollm2"
+    haystack: str = "builtin"
+    form: str = "retform"
+    attn: str = "auto"
+    device: str = "auto"
+    max_new_tokens: int = 0
+    check_logits: int = 3  # probes whose last-token logits are compared with transformers
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    grid: str
+    probes: int
+    prompt_tokens: int
+    flops: float
+    matmul_tflops: float
+    t_peak_s: float
+    ours_s: float
+    ours_vs_t_peak: float
+    naive_probes: int
+    naive_s: float
+    ours_subset_s: float
+    speedup: float
+    peak_memory_gib: float
+    attention: str
+    engine: str
+    gpu: str
+    shape: str
+    max_new_tokens: int
+    logits_rel_err_ours: float
+    logits_rel_err_hf_eager: float
+    argmax_agree: str
+    versions: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def spread_subset(probes, count: int):
+    """`count` probes evenly spread over the grid sorted by (length, depth): every length and many depths."""
+    ordered = sorted(probes, key=lambda p: (p.length, p.depth))
+    if count >= len(ordered):
+        return ordered
+    step = (len(ordered) - 1) / (count - 1) if count > 1 else 0
+    return [ordered[round(i * step)] for i in range(count)]
+
+
+def _naive_loop(model, probes, max_new_tokens: int, pad_id: int) -> float:
+    """One `generate` per probe, default SDPA, the full prompt every time: what the usual HF scripts do."""
+    import torch
+
+    device = next(model.parameters()).device
+    torch.cuda.synchronize() if device.type == "cuda" else None
+    t = time.perf_counter()
+    for p in probes:
+        ids = torch.tensor([list(p.input_ids)], device=device)
+        with torch.inference_mode():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+                           pad_token_id=pad_id, temperature=None, top_p=None, top_k=None)
+    torch.cuda.synchronize() if device.type == "cuda" else None
+    return time.perf_counter() - t
+
+
+def _logit_agreement(model, loaded, probes) -> tuple[float, float, str]:
+    """Our fast forward vs transformers (sdpa) on a few probes; transformers eager vs sdpa is the bf16 noise floor."""
+    import torch
+
+    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+
+    if not probes:
+        return 0.0, 0.0, "0/0"
+    errs, floors, agree = [], [], 0
+    fast = PrefixReusingLlama(loaded, max_tokens=max(p.n_tokens for p in probes) + 1)
+    for p in probes:
+        ids = torch.tensor(list(p.input_ids), device=fast.device)
+        ours = fast.prefill(ids, 0)
+        with torch.inference_mode():
+            model.config._attn_implementation = "sdpa"
+            ref = model(ids[None], logits_to_keep=1).logits[0, -1].float()
+            model.config._attn_implementation = "eager"
+            try:
+                eager = model(ids[None], logits_to_keep=1).logits[0, -1].float()
+            finally:
+                model.config._attn_implementation = "sdpa"
+        errs.append(float((ours - ref).norm() / ref.norm()))
+        floors.append(float((eager - ref).norm() / ref.norm()))
+        agree += int(int(ours.argmax()) == int(ref.argmax()))
+    del fast
+    return max(errs), max(floors), f"{agree}/{len(probes)}"
+
+
+def run_bench(request: BenchRequest, progress=None) -> BenchReport:
+    import torch
+    import transformers
+
+    from kanana_longctx import __version__
+    from kanana_longctx.bench.models import SHAPES, random_model
+    from kanana_longctx.hub import resolve_model
+    from kanana_longctx.probes.build import ProbeRequest, build_probe_set
+    from kanana_longctx.probes.grid import resolve_grid
+    from kanana_longctx.run.engine import finish_loaded, pick_attention, pick_device
+    from kanana_longctx.run.flops import ModelShape, prefill_flops
+    from kanana_longctx.run.options import RunOptions
+    from kanana_longctx.run.peak import measure_matmul_tflops
+    from kanana_longctx.run.runner import execute
+    from kanana_longctx.tokenizer import load_tokenizer
+
+    say = progress or (lambda message: None)
+    if request.shape not in SHAPES:
+        raise BadInput(f"unknown model shape '{request.shape}' (choose from {', '.join(SHAPES)})")
+    device = pick_device(request.device)
+    if device != "cuda" and request.shape != "tiny":
+        raise BadInput("the benchmark needs CUDA for real shapes (use --shape tiny for a CPU smoke run)")
+    dtype = "bfloat16" if device == "cuda" else "float32"
+    attention = pick_attention(request.attn, device)
+    tokenizer = load_tokenizer(resolve_model(request.tokenizer))
+    grid = resolve_grid(preset=None if request.lengths else request.preset, lengths=request.lengths, depths=request.depths)
+    t = time.perf_counter()
+    probe_set = build_probe_set(
+        ProbeRequest.from_grid(grid, haystack=request.haystack, form=request.form, lang="en"), tokenizer
+    )
+    say(f"built {len(probe_set.probes)} probes in {time.perf_counter() - t:.1f} s")
+    peak = measure_matmul_tflops() if device == "cuda" else 0.0
+    say(f"bf16 matmul rate: {peak:.0f} TFLOP/s")
+    model = random_model(request.shape, device=device, dtype=dtype, yarn=True)
+    if model.config.vocab_size < len(tokenizer):
+        raise BadInput(f"the tokenizer has {len(tokenizer)} tokens, more than the model's {model.config.vocab_size}")
+    yarn = {"factor": 4.4, "original_max_position_embeddings": model.config.rope_parameters["original_max_position_embeddings"]}
+    loaded = finish_loaded(model, device, dtype, attention, yarn)
+    shape = ModelShape.from_config(model.config)
+    flops = sum(prefill_flops(shape, p.n_tokens) for p in probe_set.probes)
+    from kanana_longctx.run.runner import default_max_new_tokens
+
+    max_new = request.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
+    options = RunOptions(model=f"random:{request.shape}", max_new_tokens=max_new)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        say("our runner on the whole grid ...")
+        ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer)
+        subset = spread_subset(probe_set.probes, request.naive_subset)
+        sub_set = dataclasses.replace(probe_set, probes=tuple(subset))
+        say(f"our runner on the {len(subset)}-probe subset ...")
+        ours_sub = execute(sub_set, options, Path(tmp) / "subset", loaded=loaded, tokenizer=tokenizer)
+    say(f"naive loop on the same {len(subset)} probes ...")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    naive = _naive_loop(model, subset, max_new, pad)
+    check = [p for p in subset if p.n_tokens <= 16384][-request.check_logits :] if request.check_logits else []
+    err, floor, agree = _logit_agreement(model, loaded, check)
+    return BenchReport(
+        grid=grid.name,
+        probes=len(probe_set.probes),
+        prompt_tokens=sum(p.n_tokens for p in probe_set.probes),
+        flops=flops,
+        matmul_tflops=peak,
+        t_peak_s=flops / (peak * 1e12) if peak else 0.0,
+        ours_s=ours.wall_seconds,
+        ours_vs_t_peak=ours.wall_seconds / (flops / (peak * 1e12)) if peak else 0.0,
+        naive_probes=len(subset),
+        naive_s=naive,
+        ours_subset_s=ours_sub.wall_seconds,
+        speedup=naive / ours_sub.wall_seconds if ours_sub.wall_seconds else 0.0,
+        peak_memory_gib=ours.peak_memory_gib,
+        attention=attention,
+        engine=ours.engine,
+        gpu=loaded.gpu_name or device,
+        shape=request.shape,
+        max_new_tokens=max_new,
+        logits_rel_err_ours=err,
+        logits_rel_err_hf_eager=floor,
+        argmax_agree=agree,
+        versions={"torch": torch.__version__, "transformers": transformers.__version__, "kanana-longctx": __version__},
+    )
+
+
+def write_report(report: BenchReport, path: Path) -> None:
+    from kanana_longctx.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(report.to_dict(), indent=2) + "\n")
