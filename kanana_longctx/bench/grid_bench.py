@@ -164,17 +164,26 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     max_new = request.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
     options = RunOptions(model=f"random:{request.shape}", max_new_tokens=max_new)
 
+    t_peak = flops / (peak * 1e12) if peak else 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        say("our runner on the whole grid ...")
+        say(f"our runner on the whole grid ({flops:.3e} FLOPs without reuse, T_peak {t_peak:.1f} s) ...")
         ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer)
-        subset = spread_subset(probe_set.probes, request.naive_subset)
-        sub_set = dataclasses.replace(probe_set, probes=tuple(subset))
-        say(f"our runner on the {len(subset)}-probe subset ...")
-        ours_sub = execute(sub_set, options, Path(tmp) / "subset", loaded=loaded, tokenizer=tokenizer)
-    say(f"naive loop on the same {len(subset)} probes ...")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    naive = _naive_loop(model, subset, max_new, pad)
-    check = [p for p in subset if p.n_tokens <= 16384][-request.check_logits :] if request.check_logits else []
+        say(f"ours: {ours.wall_seconds:.1f} s = {ours.wall_seconds / t_peak if t_peak else 0:.2f} x T_peak, "
+            f"peak {ours.peak_memory_gib:.1f} GiB, computed {ours.computed_flops:.3e} FLOPs")
+        subset = spread_subset(probe_set.probes, request.naive_subset) if request.naive_subset else []
+        ours_sub = None
+        if subset:
+            sub_set = dataclasses.replace(probe_set, probes=tuple(subset))
+            ours_sub = execute(sub_set, options, Path(tmp) / "subset", loaded=loaded, tokenizer=tokenizer)
+            say(f"ours on the {len(subset)}-probe subset: {ours_sub.wall_seconds:.1f} s")
+    naive = 0.0
+    if subset:
+        say(f"naive loop on the same {len(subset)} probes ...")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        naive = _naive_loop(model, subset, max_new, pad)
+        say(f"naive: {naive:.1f} s ({naive / ours_sub.wall_seconds:.1f}x ours)")
+    pool = subset or list(probe_set.probes)
+    check = [p for p in pool if p.n_tokens <= 16384][-request.check_logits :] if request.check_logits else []
     err, floor, agree = _logit_agreement(model, loaded, check)
     return BenchReport(
         grid=grid.name,
@@ -182,13 +191,13 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         prompt_tokens=sum(p.n_tokens for p in probe_set.probes),
         flops=flops,
         matmul_tflops=peak,
-        t_peak_s=flops / (peak * 1e12) if peak else 0.0,
+        t_peak_s=t_peak,
         ours_s=ours.wall_seconds,
-        ours_vs_t_peak=ours.wall_seconds / (flops / (peak * 1e12)) if peak else 0.0,
+        ours_vs_t_peak=ours.wall_seconds / t_peak if t_peak else 0.0,
         naive_probes=len(subset),
         naive_s=naive,
-        ours_subset_s=ours_sub.wall_seconds,
-        speedup=naive / ours_sub.wall_seconds if ours_sub.wall_seconds else 0.0,
+        ours_subset_s=ours_sub.wall_seconds if ours_sub else 0.0,
+        speedup=naive / ours_sub.wall_seconds if ours_sub and ours_sub.wall_seconds else 0.0,
         peak_memory_gib=ours.peak_memory_gib,
         attention=attention,
         engine=ours.engine,

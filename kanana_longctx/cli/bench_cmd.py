@@ -43,7 +43,7 @@ def bench(
     console = Console()
     report = run_bench(
         BenchRequest(
-            shape=shape, preset=preset, lengths=lengths, depths=depths, naive_subset=max(naive_subset, 1),
+            shape=shape, preset=preset, lengths=lengths, depths=depths, naive_subset=max(naive_subset, 0),
             tokenizer=tokenizer, attn=attn, device=device, max_new_tokens=max_new_tokens,
         ),
         progress=lambda message: console.print(f"[dim]{message}[/]"),

@@ -217,6 +217,14 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     if loaded.device == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t1
+    peak_gib = torch.cuda.max_memory_allocated() / 2**30 if loaded.device == "cuda" else 0.0
+    if loaded.device == "cuda":
+        # The fast engine's KV buffer and CUDA-graph pools sit in a reference cycle: free them now, not at some
+        # later collection, so the caller (or the next run in this process) gets the memory back.
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
     from kanana_longctx.run.flops import ModelShape, prefill_flops
 
@@ -239,7 +247,7 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         gpu_name=loaded.gpu_name,
         effective_flops=sum(prefill_flops(shape, p.n_tokens) for p in pending),
         computed_flops=computed,
-        peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if loaded.device == "cuda" else 0.0,
+        peak_memory_gib=peak_gib,
         notes=tuple(notes),
     )
 
