@@ -59,6 +59,10 @@ def attention_with_lse(q, k, v, *, causal: bool, scale: float, kernel: str):
     if q.device.type == "cuda" and kernel == "cudnn" and _private_op("_scaled_dot_product_cudnn_attention"):
         res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False, scale=scale)
         return res[0], res[1].reshape(B, H, T).float()
+    if q.device.type == "cuda" and q.dtype == torch.float32 and _private_op("_scaled_dot_product_efficient_attention"):
+        # The flash and cuDNN kernels are half-precision only; the memory-efficient one also takes float32.
+        res = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, causal, scale=scale)
+        return res[0], res[1][..., :T].reshape(B, H, T).float()
     if q.device.type == "cuda" and kernel in ("cudnn", "fa2", "sdpa") and _private_op("_scaled_dot_product_flash_attention"):
         res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
         return res[0], res[1].reshape(B, H, T).float()
@@ -129,6 +133,8 @@ def attend(q, k, v, *, q_start: int, kernel: str, scale: float):
         # Plain causal prefill (square) or one decode query (sees every key): one fused call, no mask needed.
         if kernel == "cudnn" and (T == 1 or not use_cudnn_for(q.shape, k.shape[2], True)):
             kernel = "fa2"
+        if q.dtype == torch.float32:
+            kernel = "sdpa"  # let SDPA pick a float32-capable backend
         with sdpa_context(kernel, q.device):
             return F.scaled_dot_product_attention(
                 q, k, v, is_causal=(q_start == 0 and T > 1), scale=scale, enable_gqa=groups > 1

@@ -77,7 +77,7 @@ def cudnn_attention_available() -> bool:
         return False
 
 
-def pick_attention(requested: str, device: str) -> str:
+def pick_attention(requested: str, device: str, dtype: str = "bfloat16") -> str:
     """Resolve --attn. `auto`: cudnn on Hopper-class GPUs, fa2 (flash-attn package or SDPA's flash backend) on other
     GPUs, sdpa on CPU. An explicit choice that is not available here is an error, not a silent fallback."""
     import torch
@@ -85,7 +85,7 @@ def pick_attention(requested: str, device: str) -> str:
     if requested not in ATTN_CHOICES:
         raise DeviceError(f"unknown attention kernel '{requested}' (choose from {', '.join(ATTN_CHOICES)})")
     if requested == "auto":
-        if device != "cuda":
+        if device != "cuda" or dtype == "float32":  # fused GPU kernels are half precision only
             return "sdpa"
         major = torch.cuda.get_device_capability()[0]
         if major >= 9 and cudnn_attention_available():
@@ -93,6 +93,8 @@ def pick_attention(requested: str, device: str) -> str:
         return "fa2"
     if requested in ("cudnn", "fa2", "fa3") and device != "cuda":
         raise DeviceError(f"--attn {requested} needs a CUDA device")
+    if requested in ("cudnn", "fa2", "fa3") and dtype == "float32":
+        raise DeviceError(f"--attn {requested} needs --dtype bfloat16 or float16 (use sdpa or eager for float32)")
     if requested == "cudnn" and not cudnn_attention_available():
         raise DeviceError("--attn cudnn: cuDNN attention is not available with this torch/GPU")
     if requested == "fa3" and not _has_module("flash_attn_interface"):
@@ -175,7 +177,7 @@ def load_model(source: ModelSource, options: RunOptions) -> LoadedModel:
 
     device = pick_device(options.device)
     dtype = pick_dtype(options.dtype, device)
-    attention = pick_attention(options.attn, device)
+    attention = pick_attention(options.attn, device, dtype)
     config, yarn = load_config(source, options)
     torch_dtype = getattr(torch, dtype)
     try:
