@@ -55,4 +55,6 @@ def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False):
         raise
     except Exception as exc:  # transformers raises OSError/ValueError/KeyError... for a missing or broken tokenizer
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first.rstrip().endswith(":"):  # transformers lists the files it looked for on the following lines
+            first = "no tokenizer files (tokenizer.json, tokenizer.model, vocab files) found"
         raise ModelNotFound(f"cannot load a tokenizer from {source.spec}: {first}") from exc

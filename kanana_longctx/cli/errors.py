@@ -12,12 +12,13 @@ from typing import Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kanana_longctx.errors import KananaError
 
 F = TypeVar("F", bound=Callable[..., object])
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 DEBUG_ENV = "KANANA_LONGCTX_DEBUG"
 
@@ -28,7 +29,9 @@ def debug_enabled() -> bool:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` on stderr and return the Exit to raise."""
-    stderr.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # The message is data (paths, user input like "0:100:0"): escape it so rich neither eats "[...]" as markup
+    # nor turns ":100:" into an emoji.
+    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code)
 
 
