@@ -255,6 +255,33 @@ LimitOpt = Annotated[
     typer.Option("--limit", help="Run only the first N pending probes (0: all).", rich_help_panel=_RUN),
 ]
 
+GpusOpt = Annotated[
+    int,
+    typer.Option(
+        "--gpus",
+        help="Data parallel: shard the probes over N processes (one per GPU) through torchrun; 0/1: one process.",
+        rich_help_panel=_RUN,
+    ),
+]
+
+
+def _relaunch_with_torchrun(gpus: int) -> int:
+    """Run this very command under torchrun with N processes (minus --gpus), the ecosystem's own launcher."""
+    import subprocess
+    import sys
+
+    args = list(sys.argv[1:])
+    for i, arg in enumerate(args):
+        if arg == "--gpus":
+            del args[i : i + 2]
+            break
+        if arg.startswith("--gpus="):
+            del args[i]
+            break
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
+               "-m", "kanana_longctx", *args]
+    return subprocess.call(command)
+
 
 @app.command("niah")
 @friendly_errors
@@ -291,6 +318,7 @@ def niah(
     max_new_tokens: MaxNewTokensOpt = 0,
     overwrite: OverwriteOpt = False,
     limit: LimitOpt = 0,
+    gpus: GpusOpt = 0,
 ) -> None:
     """Needle-in-a-haystack probes of exactly LENGTH tokens in the model's own tokenizer, English or Korean.
 
@@ -358,6 +386,12 @@ def niah(
         return
     if out is None:
         stderr.print(f"run directory: {escape(str(out_dir))}", highlight=False)
+    from kanana_longctx.run.shard import rank_from_env
+
+    if gpus > 1 and rank_from_env() is None:
+        if out is None:  # every rank must agree on the directory
+            raise BadInput("--gpus needs an explicit --out")
+        raise typer.Exit(_relaunch_with_torchrun(gpus))
     from kanana_longctx.run.runner import run_niah
 
     run_niah(probe_set, run_options, out_dir, stdout, tokenizer=tokenizer)

@@ -57,17 +57,20 @@ def default_max_new_tokens(probe_set: ProbeSet, tokenizer) -> int:
     return longest + (4 if probe_set.form == "retform" else 16)
 
 
-def prepare_out_dir(out_dir: Path, info: RunInfo, overwrite: bool) -> set[str]:
+def prepare_out_dir(out_dir: Path, info: RunInfo, overwrite: bool, first_rank: bool = True) -> set[str]:
     """Check `out_dir` against `info`; return the probe_ids already done. Refuses to mix configurations."""
+    from kanana_longctx.run.shard import done_ids, rank_files
+
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS_NAME
     previous = read_run_info(out_dir)
     if overwrite:
-        for name in (RESULTS_NAME,):
-            (out_dir / name).unlink(missing_ok=True)
+        if first_rank:
+            for path in [results, *rank_files(out_dir)]:
+                path.unlink(missing_ok=True)
         return set()
     if previous is None:
-        if results.exists() and results.stat().st_size > 0:
+        if (results.exists() and results.stat().st_size > 0) or rank_files(out_dir):
             raise ResultsError(f"{out_dir} holds results.jsonl without run.json; use --overwrite or another --out")
         return set()
     old, new = previous.fingerprint(), info.fingerprint()
@@ -76,10 +79,7 @@ def prepare_out_dir(out_dir: Path, info: RunInfo, overwrite: bool) -> set[str]:
         raise ResultsError(
             f"{out_dir} holds a run with a different configuration ({changed}); use --overwrite or another --out"
         )
-    if not results.exists():
-        return set()
-    records, _ = load_results(results)
-    return {r.probe_id for r in records}
+    return done_ids(out_dir)  # results.jsonl and rank files a crashed data-parallel run left behind
 
 
 def stop_token_ids(tokenizer, model) -> set[int]:
@@ -107,8 +107,14 @@ def clean_output(text: str, form: str) -> str:
 
 def run_niah(probe_set: ProbeSet, options: RunOptions, out_dir: Path, console, *, tokenizer=None) -> RunSummary:
     """CLI entry: run with rich progress and print the end-of-run table."""
-    summary = execute(probe_set, options, Path(out_dir), reporter=RichReporter(console), tokenizer=tokenizer)
-    render_summary(console, summary)
+    from kanana_longctx.run.shard import rank_from_env
+
+    rank = rank_from_env()
+    first = rank is None or rank.rank == 0
+    reporter = RichReporter(console) if first else NullReporter()  # one progress bar, not one per rank
+    summary = execute(probe_set, options, Path(out_dir), reporter=reporter, tokenizer=tokenizer)
+    if first:
+        render_summary(console, summary)
     return summary
 
 
@@ -159,13 +165,28 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         max_new_tokens=max_new,
         extra={"scorer": SCORER_LABELS["contains"], "yarn_request": yarn_request(options)},
     )
-    done = prepare_out_dir(out_dir, info, options.overwrite)
+    from kanana_longctx.run import shard as sharding
+
+    rank = sharding.rank_from_env()
+    first_rank = rank is None or rank.rank == 0
+    if rank:
+        sharding.init_group(rank)
+    done = prepare_out_dir(out_dir, info, options.overwrite, first_rank)
+    if rank:
+        sharding.barrier()  # no rank starts before rank 0 has cleared an --overwrite
     pending = [p for p in probe_set.probes if p.probe_id not in done]
     if options.limit:
         pending = pending[: options.limit]
+    if rank:
+        pending = sharding.shard(pending, rank.rank, rank.world)
 
     t0 = time.perf_counter()
     if loaded is None:
+        if rank and options.device != "cpu":
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.set_device(rank.local_rank % torch.cuda.device_count())
         loaded = load_model(source, options)
     load_seconds = time.perf_counter() - t0
     from kanana_longctx.run.fast_llama import supports_fast_path
@@ -196,7 +217,8 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     )
     if info.yarn is None and loaded.yarn:
         info = RunInfo(**{**info.to_dict(), "yarn": loaded.yarn})
-    write_run_info(out_dir, info)
+    if first_rank:
+        write_run_info(out_dir, info)
 
     if loaded.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -210,7 +232,7 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     t1 = time.perf_counter()
     run_fn = _run_fast if engine == "fast" else _run_hf
     try:
-        with ResultsWriter(out_dir / RESULTS_NAME) as writer:
+        with ResultsWriter(out_dir / (rank.results_name if rank else RESULTS_NAME)) as writer:
             computed = run_fn(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter)
     finally:
         reporter.stop()
@@ -218,6 +240,12 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         torch.cuda.synchronize()
     wall = time.perf_counter() - t1
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if loaded.device == "cuda" else 0.0
+    if rank:
+        sharding.barrier()  # every rank has finished its shard
+        if first_rank:
+            sharding.merge_rank_results(out_dir)
+        sharding.barrier()  # the merged results.jsonl is complete for every rank's summary
+        sharding.destroy_group()
     if loaded.device == "cuda":
         # The fast engine's KV buffer and CUDA-graph pools sit in a reference cycle: free them now, not at some
         # later collection, so the caller (or the next run in this process) gets the memory back.
