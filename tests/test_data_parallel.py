@@ -84,3 +84,22 @@ def test_two_process_run_completes_and_resumes_without_duplicates(tiny_model_dir
     assert len(ids) == len(set(ids)) == 6
     info = json.loads((out / "run.json").read_text())
     assert info["grid"]["probes"] == 6
+
+
+def test_tensor_parallel_over_two_processes_matches_one_process(tiny_model_dir, tmp_path, session_cache):
+    """--tp 2 relaunches under torchrun and shards every layer with transformers' tp_plan (gloo on CPU); the
+    greedy outputs equal a single-process run of the same model."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["KANANA_LONGCTX_CACHE"] = str(session_cache)
+    base = [sys.executable, "-m", "kanana_longctx", "niah", "-m", str(tiny_model_dir), "-H", "noise",
+            "-l", "256", "-d", "0,100", "--device", "cpu", "--max-new-tokens", "4", "--engine", "hf"]
+    single = subprocess.run([*base, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    tp = subprocess.run([*base, "--tp", "2", "--out", str(tmp_path / "tp")], env=env, capture_output=True, text=True,
+                        timeout=600)
+    assert tp.returncode == 0, tp.stderr[-2000:]
+    one = {r.probe_id: r.output for r in load_results(tmp_path / "one")[0]}
+    two = {r.probe_id: r.output for r in load_results(tmp_path / "tp")[0]}
+    assert one == two and len(two) == 2
+    assert not list((tmp_path / "tp").glob(".tp-rank*"))
+    assert "tensor parallel over 2 processes" in tp.stdout.replace("\n", " ")

@@ -265,6 +265,17 @@ GpusOpt = Annotated[
 ]
 
 
+TpOpt = Annotated[
+    int,
+    typer.Option(
+        "--tp",
+        help="Model parallel over N GPUs: transformers tensor parallelism (relaunched under torchrun) where the "
+        "architecture has a plan, else accelerate device_map=auto layer sharding in one process.",
+        rich_help_panel=_RUN,
+    ),
+]
+
+
 def _relaunch_with_torchrun(gpus: int) -> int:
     """Run this very command under torchrun with N processes (minus --gpus), the ecosystem's own launcher."""
     import subprocess
@@ -319,6 +330,7 @@ def niah(
     overwrite: OverwriteOpt = False,
     limit: LimitOpt = 0,
     gpus: GpusOpt = 0,
+    tp: TpOpt = 0,
 ) -> None:
     """Needle-in-a-haystack probes of exactly LENGTH tokens in the model's own tokenizer, English or Korean.
 
@@ -363,8 +375,10 @@ def niah(
     run_options = RunOptions(
         model=model, revision=revision, device=device, dtype=dtype, attn=attn, yarn=yarn, yarn_factor=yarn_factor,
         yarn_original=yarn_original, engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit,
+        trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit, tp=tp,
     )
+    if gpus > 1 and tp > 1:
+        raise BadInput("--gpus (data parallel) and --tp (model parallel) cannot be combined yet: choose one")
     if out is not None and out.exists() and not out.is_dir():
         raise BadInput(f"--out {out} exists and is not a directory")
 
@@ -388,10 +402,15 @@ def niah(
         stderr.print(f"run directory: {escape(str(out_dir))}", highlight=False)
     from kanana_longctx.run.shard import rank_from_env
 
-    if gpus > 1 and rank_from_env() is None:
+    if (gpus > 1 or tp > 1) and rank_from_env() is None:
         if out is None:  # every rank must agree on the directory
-            raise BadInput("--gpus needs an explicit --out")
-        raise typer.Exit(_relaunch_with_torchrun(gpus))
+            raise BadInput("--gpus and --tp need an explicit --out")
+        if gpus > 1:
+            raise typer.Exit(_relaunch_with_torchrun(gpus))
+        from kanana_longctx.run.engine import has_tensor_parallel_plan, load_config
+
+        if has_tensor_parallel_plan(load_config(source, run_options)[0]):
+            raise typer.Exit(_relaunch_with_torchrun(tp))  # keeps --tp: each rank loads its shard
     from kanana_longctx.run.runner import run_niah
 
     run_niah(probe_set, run_options, out_dir, stdout, tokenizer=tokenizer)

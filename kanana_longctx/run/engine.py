@@ -170,6 +170,34 @@ def load_config(source: ModelSource, options: RunOptions):
     return config, yarn_in_config(config)
 
 
+def has_tensor_parallel_plan(config) -> bool:
+    """Whether transformers ships a tensor-parallel plan for this architecture (Llama, Qwen2, Mistral, ...)."""
+    return bool(getattr(config, "base_model_tp_plan", None))
+
+
+def model_parallel_kwargs(config, options: RunOptions) -> tuple[dict, str]:
+    """from_pretrained arguments for `--tp N` and a line saying what was chosen.
+
+    Under torchrun with N processes: transformers' own tensor parallelism (`tp_plan="auto"`, one shard of every
+    layer per GPU). In one process: accelerate's `device_map="auto"`, whole layers spread over the visible GPUs.
+    """
+    import os
+
+    if options.tp <= 1:
+        return {}, ""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        if world != options.tp:
+            raise DeviceError(f"--tp {options.tp} needs exactly {options.tp} torchrun processes, not {world}")
+        if not has_tensor_parallel_plan(config):
+            raise DeviceError(
+                f"transformers has no tensor-parallel plan for '{config.model_type}': run --tp {options.tp} "
+                "without torchrun to spread its layers over the GPUs instead"
+            )
+        return {"tp_plan": "auto"}, f"tensor parallel over {world} processes (transformers tp_plan)"
+    return {"device_map": "auto"}, f"layers spread over the visible devices (accelerate device_map, --tp {options.tp})"
+
+
 def load_model(source: ModelSource, options: RunOptions) -> LoadedModel:
     """Load weights on the chosen device/dtype with the chosen kernel; report every choice."""
     import torch
@@ -180,6 +208,7 @@ def load_model(source: ModelSource, options: RunOptions) -> LoadedModel:
     attention = pick_attention(options.attn, device, dtype)
     config, yarn = load_config(source, options)
     torch_dtype = getattr(torch, dtype)
+    parallel, parallel_note = model_parallel_kwargs(config, options)
     try:
         with _quiet_gguf_progress():
             model = AutoModelForCausalLM.from_pretrained(
@@ -188,13 +217,18 @@ def load_model(source: ModelSource, options: RunOptions) -> LoadedModel:
                 dtype=torch_dtype,
                 attn_implementation=hf_attn_implementation(attention),
                 trust_remote_code=options.trust_remote_code,
+                **parallel,
                 **source.transformers_kwargs(),
             )
     except (OSError, ValueError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelNotFound(f"cannot load model weights from {source.spec}: {first}") from exc
-    model = model.to(device=device, dtype=torch_dtype).eval()
-    return finish_loaded(model, device, dtype, attention, yarn)
+    if not parallel:  # a sharded model is already where transformers/accelerate put it
+        model = model.to(device=device, dtype=torch_dtype)
+    loaded = finish_loaded(model.eval(), device, dtype, attention, yarn)
+    if parallel_note:
+        loaded.notes.append(parallel_note)
+    return loaded
 
 
 def finish_loaded(model, device: str, dtype: str, attention: str, yarn: dict | None) -> LoadedModel:

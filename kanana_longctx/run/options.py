@@ -23,6 +23,7 @@ class RunOptions:
     trust_remote_code: bool = False
     overwrite: bool = False
     limit: int = 0  # run only the first N probes (0: all)
+    tp: int = 0  # model parallel over N GPUs: tensor parallel under torchrun, else layer sharding (0/1: off)
 
     def to_dict(self) -> dict:
         return asdict(self)

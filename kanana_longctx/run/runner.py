@@ -169,6 +169,8 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
 
     rank = sharding.rank_from_env()
     first_rank = rank is None or rank.rank == 0
+    # Tensor parallel ranks run every probe together (generate is collective); only data parallel ranks shard.
+    data_parallel = rank is not None and options.tp <= 1
     if rank:
         sharding.init_group(rank)
     done = prepare_out_dir(out_dir, info, options.overwrite, first_rank)
@@ -177,12 +179,12 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     pending = [p for p in probe_set.probes if p.probe_id not in done]
     if options.limit:
         pending = pending[: options.limit]
-    if rank:
+    if data_parallel:
         pending = sharding.shard(pending, rank.rank, rank.world)
 
     t0 = time.perf_counter()
     if loaded is None:
-        if rank and options.device != "cpu":
+        if data_parallel and options.device != "cpu":
             import torch
 
             if torch.cuda.is_available():
@@ -192,11 +194,14 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     from kanana_longctx.run.fast_llama import supports_fast_path
 
     fast_ok, why = supports_fast_path(loaded.model)
+    if options.tp > 1:
+        fast_ok, why = False, "the fast path needs the whole model on one device (--tp uses the transformers loop)"
     engine = "fast" if options.engine in ("auto", "fast") and fast_ok else "hf"
     if options.engine == "fast" and not fast_ok:
         raise ProbeError(f"--engine fast: {why}")
     if engine == "hf" and options.engine == "auto":
         notes.append(f"plain transformers loop: {why}")
+    notes.extend(loaded.notes)
     import torch
 
     versions = {"torch": torch.__version__, "kanana-longctx": __version__}
@@ -232,7 +237,11 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     t1 = time.perf_counter()
     run_fn = _run_fast if engine == "fast" else _run_hf
     try:
-        with ResultsWriter(out_dir / (rank.results_name if rank else RESULTS_NAME)) as writer:
+        if rank and not data_parallel and not first_rank:
+            writer_path = out_dir / f".tp-rank{rank.rank}.jsonl"  # tensor parallel: rank 0 writes the results
+        else:
+            writer_path = out_dir / (rank.results_name if data_parallel else RESULTS_NAME)
+        with ResultsWriter(writer_path) as writer:
             computed = run_fn(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter)
     finally:
         reporter.stop()
@@ -240,9 +249,11 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         torch.cuda.synchronize()
     wall = time.perf_counter() - t1
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if loaded.device == "cuda" else 0.0
+    if rank and not data_parallel:
+        (out_dir / f".tp-rank{rank.rank}.jsonl").unlink(missing_ok=True)
     if rank:
         sharding.barrier()  # every rank has finished its shard
-        if first_rank:
+        if first_rank and data_parallel:
             sharding.merge_rank_results(out_dir)
         sharding.barrier()  # the merged results.jsonl is complete for every rank's summary
         sharding.destroy_group()
