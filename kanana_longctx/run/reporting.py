@@ -30,6 +30,7 @@ class RunSummary:
     effective_flops: float = 0.0  # prefill FLOPs of the probes run now, as if nothing were reused
     computed_flops: float = 0.0  # prefill FLOPs actually computed (prefix reuse removes part)
     peak_memory_gib: float = 0.0
+    matmul_tflops: float = 0.0  # the GPU's bf16 matmul rate, measured after the run (the share-of-peak yardstick)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -105,7 +106,7 @@ def render_summary(console, summary: RunSummary) -> None:
         table.add_row(f"{length:,}", f"[{colour}]{acc:.2f}[/]")
     console.print(table)
     console.print(
-        f"overall accuracy [bold]{summary.accuracy:.3f}[/] over {summary.total - (summary.total - summary.ran - summary.skipped)}"
+        f"overall accuracy [bold]{summary.accuracy:.3f}[/] over {summary.ran + summary.skipped}"
         f" probes ({summary.ran} run now, {summary.skipped} resumed); engine {summary.engine}, attention "
         f"{summary.attention}, {summary.dtype} on {summary.gpu_name or summary.device}"
     )
@@ -117,6 +118,11 @@ def render_summary(console, summary: RunSummary) -> None:
                 f"{summary.computed_flops / summary.wall_seconds / 1e12:.0f} TFLOP/s computed, "
                 f"peak memory {summary.peak_memory_gib:.1f} GiB"
             )
+            if summary.matmul_tflops:
+                line += (
+                    f"; {summary.effective_tflops / summary.matmul_tflops:.0%} of the measured bf16 matmul rate "
+                    f"({summary.matmul_tflops:.0f} TFLOP/s)"
+                )
         console.print(line)
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")

@@ -287,8 +287,18 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         effective_flops=sum(prefill_flops(shape, p.n_tokens) for p in pending),
         computed_flops=computed,
         peak_memory_gib=peak_gib,
+        matmul_tflops=_matmul_rate(loaded.device, bool(pending)),
         notes=tuple(notes),
     )
+
+
+def _matmul_rate(device: str, ran: bool) -> float:
+    """The bf16 matmul rate, measured once after a GPU run (~0.1 s), so the summary can say its share of peak."""
+    if device != "cuda" or not ran:
+        return 0.0
+    from kanana_longctx.run.peak import measure_matmul_tflops
+
+    return measure_matmul_tflops()
 
 
 def _record(probe: Probe, output_ids, tokenizer, seconds: float, prefill_tokens: int) -> ResultRecord:
