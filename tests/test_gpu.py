@@ -1,0 +1,47 @@
+"""GPU-only checks of the fast path's CUDA kernels (split cuDNN attention, CUDA-graph decode). Skipped without CUDA;
+the same logic runs on CPU in test_fast_path.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kanana_longctx.run.attention import attend, reference_attention_with_lse
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+def _rel(a, b) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.mark.parametrize("kernel", ["cudnn", "fa2", "sdpa"])
+@pytest.mark.parametrize("q_len,prefix", [(256, 768), (1, 1000), (512, 0)])
+def test_split_attention_matches_float32_reference(kernel, q_len, prefix):
+    gen = torch.Generator(device="cuda").manual_seed(q_len + prefix)
+    q = torch.randn(1, 32, q_len, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    k = torch.randn(1, 8, prefix + q_len, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    v = torch.randn(1, 8, prefix + q_len, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    ref, _ = reference_attention_with_lse(
+        q.float(), k.float().repeat_interleave(4, 1), v.float().repeat_interleave(4, 1), causal=True, scale=128**-0.5
+    )
+    out = attend(q, k, v, q_start=prefix, kernel=kernel, scale=128**-0.5)
+    assert _rel(out, ref) < 1e-2  # bf16 operands
+
+
+def test_graph_decode_and_reused_prefix_match_transformers_on_cuda():
+    from kanana_longctx.bench.models import random_model
+    from kanana_longctx.run.engine import finish_loaded
+    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+
+    model = random_model("tiny", device="cuda", dtype="float32", yarn=True)
+    loaded = finish_loaded(model, "cuda", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
+    ids = torch.randint(0, 1000, (600,), device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
+    with torch.inference_mode():
+        ref_logits = model(ids[None]).logits[0, -1]
+        ref_tokens = model.generate(ids[None], max_new_tokens=8, do_sample=False)[0, 600:].tolist()
+    fast = PrefixReusingLlama(loaded, max_tokens=5000, chunk_tokens=256)
+    fast.prefill(ids, 0)
+    logits = fast.prefill(ids[300:], 300)  # reuse the first 300 positions
+    assert _rel(logits, ref_logits) < 1e-4
+    assert fast.decode(logits, 600, 8, lambda out: False) == ref_tokens  # CUDA-graph replay
