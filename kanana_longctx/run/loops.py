@@ -1,0 +1,160 @@
+"""The probe loops of a run: the fast prefix-reusing loop and the plain transformers loop, and what both share
+(stop criteria, turning generated ids into a scored record).
+
+Usage: computed_flops = run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from kanana_longctx.probes.spec import Probe
+from kanana_longctx.results import ResultRecord
+from kanana_longctx.run.scoring import score_contains
+
+REUSE_MIN_PREFIX = 256  # below this, recomputing the prefix is cheaper than the split attention
+
+
+def stop_token_ids(tokenizer, model) -> set[int]:
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>"):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return ids
+
+
+def clean_output(text: str, form: str) -> str:
+    """Retform completions end at the first line break after some content (base models ramble on)."""
+    if form == "retform":
+        stripped = text.lstrip()
+        cut = stripped.find("\n")
+        return stripped if cut < 0 else stripped[:cut]
+    return text.strip()
+
+
+def _record(probe: Probe, output_ids, tokenizer, seconds: float, prefill_tokens: int) -> ResultRecord:
+    text = clean_output(tokenizer.decode(output_ids, skip_special_tokens=True), probe.form)
+    return ResultRecord(
+        probe_id=probe.probe_id,
+        length=probe.length,
+        depth=probe.depth,
+        score=score_contains(text, probe.expected),
+        expected=probe.expected,
+        output=text,
+        n_tokens=probe.n_tokens,
+        needle_token_start=probe.needle_token_start,
+        needle_token_end=probe.needle_token_end,
+        seed=probe.seed,
+        form=probe.form,
+        lang=probe.lang,
+        haystack=probe.haystack,
+        new_tokens=len(output_ids),
+        prefill_tokens=prefill_tokens,
+        seconds=round(seconds, 4),
+    )
+
+
+def _make_stop(tokenizer, stop_ids: set[int], form: str):
+    def stop(out: list[int]) -> bool:
+        if out[-1] in stop_ids:
+            return True
+        if form == "retform":
+            text = tokenizer.decode(out, skip_special_tokens=True)
+            return "\n" in text.lstrip()
+        return False
+
+    return stop
+
+
+def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> float:
+    """Prefix reuse: compute the longest shared prefix once, then each probe's suffix, longest prefix first."""
+    import numpy as np
+
+    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+    from kanana_longctx.run.flops import ModelShape, prefill_flops, suffix_flops
+
+    if not pending:
+        return 0.0
+    shape = ModelShape.from_config(loaded.model.config)
+    shared = np.asarray(probe_set.shared_prefix_ids, dtype=np.int64)
+    order = sorted(pending, key=lambda p: (-p.needle_token_start, -p.n_tokens))
+    reusable = []
+    for p in order:
+        ids = np.asarray(p.input_ids, dtype=np.int64)
+        s = p.needle_token_start
+        ok = s >= REUSE_MIN_PREFIX and s <= len(shared) and np.array_equal(ids[:s], shared[:s])
+        reusable.append(s if ok else 0)
+    buffer_tokens = max(max(p.n_tokens for p in pending), max(reusable)) + max_new + 1
+    fast = PrefixReusingLlama(loaded, max_tokens=buffer_tokens, chunk_tokens=32768 if loaded.device == "cuda" else 2048)
+    stop = _make_stop(tokenizer, stop_ids, probe_set.form)
+    computed = 0.0
+    cached = 0  # positions [0, cached) of the buffer hold the shared prefix's KV
+    top = max(reusable)
+    if top:
+        fast.prefill(shared[:top], 0)
+        computed += prefill_flops(shape, top)
+        cached = top
+    for probe, s in zip(order, reusable):
+        t = time.perf_counter()
+        ids = np.asarray(probe.input_ids, dtype=np.int64)
+        start = s if s and s <= cached else 0
+        logits = fast.prefill(ids[start:], start)
+        computed += suffix_flops(shape, start, len(ids) - start)
+        cached = start  # the probe overwrote everything from `start` on
+        out = fast.decode(logits, len(ids), max_new, stop)
+        record = _record(probe, out, tokenizer, time.perf_counter() - t, len(ids) - start)
+        writer.append([record])
+        reporter.advance(record)
+    return computed
+
+
+def run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> float:
+    """One `generate` per batch of equal-length probes; batch size from free memory, halved on OOM."""
+    from kanana_longctx.run.flops import ModelShape, prefill_flops
+    from kanana_longctx.run.hf_loop import generate_with_fallback
+
+    shape = ModelShape.from_config(loaded.model.config)
+    by_length: dict[int, list[Probe]] = defaultdict(list)
+    for p in pending:
+        by_length[p.n_tokens].append(p)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(stop_ids) if stop_ids else 0)
+    computed = 0.0
+    for length in sorted(by_length, reverse=True):
+        group = by_length[length]
+        size = options.batch_size or auto_batch_size(loaded, length + max_new)
+        for i in range(0, len(group), size):
+            batch = group[i : i + size]
+            t = time.perf_counter()
+            outputs, size = generate_with_fallback(
+                loaded, [p.input_ids for p in batch], max_new_tokens=max_new, stop_ids=stop_ids, pad_id=pad_id
+            )
+            seconds = (time.perf_counter() - t) / len(batch)
+            records = [_record(p, out, tokenizer, seconds, p.n_tokens) for p, out in zip(batch, outputs)]
+            writer.append(records)
+            for r in records:
+                reporter.advance(r)
+            computed += sum(prefill_flops(shape, p.n_tokens) for p in batch)
+    return computed
+
+
+def auto_batch_size(loaded, tokens: int) -> int:
+    """Probes of `tokens` tokens that fit in free GPU memory (KV cache + activations), at most 16; 1 on CPU."""
+    if loaded.device != "cuda":
+        return 1
+    import torch
+
+    cfg = loaded.model.config
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    elem = 2 if loaded.dtype != "float32" else 4
+    per_token = 2 * cfg.num_hidden_layers * kv * head_dim * elem + 6 * cfg.intermediate_size * elem
+    free, _ = torch.cuda.mem_get_info()
+    return max(1, min(16, int(free * 0.7 // (per_token * tokens))))
