@@ -108,3 +108,19 @@ def test_static_steps_with_a_bucket_smaller_than_the_buffer(tiny):
     assert decoder.bucket(106) == 4096
     logits = fast.prefill(ids, 0)
     assert decoder.generate(int(logits.argmax()), 100, 6, lambda out: False) == ref
+
+
+def test_static_step_ignores_stale_values_in_masked_positions(tiny):
+    """Positions beyond the live ones are masked but still read: stale K/V left by earlier probes must not leak in.
+    (The buffer starts zeroed, so it never holds NaN garbage, which no mask could neutralise: 0 x NaN = NaN.)"""
+    model, loaded = tiny
+    ids = torch.arange(100)
+    with torch.no_grad():
+        ref = model.generate(ids[None], max_new_tokens=5, do_sample=False)[0, 100:].tolist()
+    fast = PrefixReusingLlama(loaded, max_tokens=5000)
+    for cache in fast.k_cache + fast.v_cache:
+        assert not cache.isnan().any()
+        cache[:, :, 200:].normal_(0, 100)  # stale values beyond the probe, far from the live ones
+    logits = fast.prefill(ids, 0)
+    out = GraphDecoder(fast).generate(int(logits.argmax()), 100, 5, lambda toks: False)
+    assert out == ref

@@ -69,8 +69,10 @@ class PrefixReusingLlama:
         self.use_graphs = use_graphs
         self._graph_decoder = None
         shape = (1, self.n_kv, max_tokens, self.head_dim)
-        self.k_cache = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
-        self.v_cache = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        # Zeros, not empty: the static decode step attends over a whole capacity bucket with a mask, and a masked
+        # position that holds NaN garbage still poisons the result (0 x NaN = NaN in softmax(QK) V).
+        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
 
     @property
     def kv_bytes(self) -> int:
