@@ -27,15 +27,22 @@ def _gguf_cache_key(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False):
-    """Return a transformers tokenizer for `source`; raise ModelNotFound with one clear line when it cannot load."""
+def quiet_transformers() -> None:
+    """transformers' warnings and progress bars would bury our one-line messages and rich progress."""
     import logging
 
-    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False):
+    """Return a transformers tokenizer for `source`; raise ModelNotFound with one clear line when it cannot load."""
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
     try:
         if source.gguf_file:
             gguf = source.directory / source.gguf_file

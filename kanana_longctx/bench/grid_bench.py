@@ -75,19 +75,19 @@ def spread_subset(probes, count: int):
     return [ordered[round(i * step)] for i in range(count)]
 
 
-def _naive_loop(model, probes, max_new_tokens: int, pad_id: int) -> float:
+def _naive_loop(loaded, probes, max_new_tokens: int, pad_id: int) -> float:
     """One `generate` per probe, default SDPA, the full prompt every time: what the usual HF scripts do."""
     import torch
 
-    device = next(model.parameters()).device
-    torch.cuda.synchronize() if device.type == "cuda" else None
+    from kanana_longctx.run.hf_loop import generate_batch
+
+    naive = dataclasses.replace(loaded, attention="sdpa")  # no backend preference: SDPA's own choice
+    cuda = loaded.device == "cuda"
+    torch.cuda.synchronize() if cuda else None
     t = time.perf_counter()
-    for p in probes:
-        ids = torch.tensor([list(p.input_ids)], device=device)
-        with torch.inference_mode():
-            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-                           pad_token_id=pad_id, temperature=None, top_p=None, top_k=None)
-    torch.cuda.synchronize() if device.type == "cuda" else None
+    for p in probes:  # no stop ids: every call decodes max_new_tokens, like a script without EOS handling
+        generate_batch(naive, [p.input_ids], max_new_tokens=max_new_tokens, stop_ids=set(), pad_id=pad_id)
+    torch.cuda.synchronize() if cuda else None
     return time.perf_counter() - t
 
 
@@ -180,7 +180,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     if subset:
         say(f"naive loop on the same {len(subset)} probes ...")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        naive = _naive_loop(model, subset, max_new, pad)
+        naive = _naive_loop(loaded, subset, max_new, pad)
         say(f"naive: {naive:.1f} s ({naive / ours_sub.wall_seconds:.1f}x ours)")
     pool = subset or list(probe_set.probes)
     check = [p for p in pool if p.n_tokens <= 16384][-request.check_logits :] if request.check_logits else []

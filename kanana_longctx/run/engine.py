@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import logging
 from dataclasses import dataclass, field
 
 from kanana_longctx.errors import DeviceError, ModelNotFound
 from kanana_longctx.hub import ModelSource
 from kanana_longctx.run.options import RunOptions
+from kanana_longctx.tokenizer import quiet_transformers
 
 ATTN_CHOICES = ("auto", "cudnn", "fa3", "fa2", "sdpa", "eager")
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
@@ -124,14 +124,6 @@ def sdpa_backends(attention: str):
     return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH, SDPBackend.CUDNN_ATTENTION]
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-
-
 @contextlib.contextmanager
 def _quiet_gguf_progress():
     """transformers' GGUF loader draws a tqdm bar that ignores its own progress-bar switch; silence it for the
@@ -153,7 +145,7 @@ def load_config(source: ModelSource, options: RunOptions):
     """Load the transformers config (no weights) and apply or remove YaRN in memory as asked."""
     from transformers import AutoConfig
 
-    _quiet_transformers()
+    quiet_transformers()
     try:
         config = AutoConfig.from_pretrained(
             source.directory, trust_remote_code=options.trust_remote_code, **source.transformers_kwargs()

@@ -85,12 +85,9 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
     shape = ModelShape.from_config(loaded.model.config)
     shared = np.asarray(probe_set.shared_prefix_ids, dtype=np.int64)
     order = sorted(pending, key=lambda p: (-p.needle_token_start, -p.n_tokens))
-    reusable = []
-    for p in order:
-        ids = np.asarray(p.input_ids, dtype=np.int64)
-        s = p.needle_token_start
-        ok = s >= REUSE_MIN_PREFIX and s <= len(shared) and np.array_equal(ids[:s], shared[:s])
-        reusable.append(s if ok else 0)
+    # Prefix lengths worth reusing; each probe's tokens are checked against the shared stream in the loop below,
+    # where they are converted anyway, and a probe that does not match is computed from position 0.
+    reusable = [p.needle_token_start if REUSE_MIN_PREFIX <= p.needle_token_start <= len(shared) else 0 for p in order]
     buffer_tokens = max(max(p.n_tokens for p in pending), max(reusable)) + max_new + 1
     fast = PrefixReusingLlama(loaded, max_tokens=buffer_tokens, chunk_tokens=32768 if loaded.device == "cuda" else 2048)
     stop = _make_stop(tokenizer, stop_ids, probe_set.form)
@@ -104,7 +101,7 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
     for probe, s in zip(order, reusable):
         t = time.perf_counter()
         ids = np.asarray(probe.input_ids, dtype=np.int64)
-        start = s if s and s <= cached else 0
+        start = s if s and s <= cached and np.array_equal(ids[:s], shared[:s]) else 0
         logits = fast.prefill(ids[start:], start)
         computed += suffix_flops(shape, start, len(ids) - start)
         cached = start  # the probe overwrote everything from `start` on

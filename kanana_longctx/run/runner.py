@@ -8,6 +8,7 @@ probe or batch in flight. The same command on the same directory resumes; a diff
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         notes.append(f"lengths exceed the model's native context of {native:,} tokens without YaRN")
         reporter.note(f"[yellow]warning:[/] lengths up to {longest:,} exceed the native context {native:,} without --yarn")
 
+    requested_yarn = yarn_request(options)
     info = RunInfo(
         model=options.model,
         form=probe_set.form,
@@ -104,9 +106,9 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         haystack_hash=probe_set.haystack_hash,
         grid=grid_of(probe_set),
         seed=probe_set.seed,
-        yarn=yarn_request(options) if isinstance(yarn_request(options), dict) else yarn,
+        yarn=requested_yarn if isinstance(requested_yarn, dict) else yarn,
         max_new_tokens=max_new,
-        extra={"scorer": SCORER_LABELS["contains"], "yarn_request": yarn_request(options)},
+        extra={"scorer": SCORER_LABELS["contains"], "yarn_request": requested_yarn},
     )
     from kanana_longctx.run import shard as sharding
 
@@ -151,20 +153,17 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     import transformers
 
     versions["transformers"] = transformers.__version__
-    info = RunInfo(
-        **{
-            **info.to_dict(),
-            "attention": loaded.attention,
-            "dtype": loaded.dtype,
-            "device": loaded.device,
-            "gpu_name": loaded.gpu_name,
-            "engine": engine,
-            "versions": versions,
-            "extra": {**info.extra, "rope_attention_factor": loaded.rope_attention_factor, "native_context": native},
-        }
+    info = dataclasses.replace(
+        info,
+        attention=loaded.attention,
+        dtype=loaded.dtype,
+        device=loaded.device,
+        gpu_name=loaded.gpu_name,
+        engine=engine,
+        versions=versions,
+        yarn=info.yarn if info.yarn is not None else loaded.yarn,
+        extra={**info.extra, "rope_attention_factor": loaded.rope_attention_factor, "native_context": native},
     )
-    if info.yarn is None and loaded.yarn:
-        info = RunInfo(**{**info.to_dict(), "yarn": loaded.yarn})
     if first_rank:
         write_run_info(out_dir, info)
 
