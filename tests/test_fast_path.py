@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kanana_longctx.bench.models import random_model
-from kanana_longctx.run.attention import attend, merge_states, reference_attention_with_lse
+from kanana_longctx.run.attention import attend, attend_tiles, merge_states, reference_attention_with_lse
 from kanana_longctx.run.decode_graph import GraphDecoder
 from kanana_longctx.run.engine import finish_loaded
 from kanana_longctx.run.fast_llama import PrefixReusingLlama, supports_fast_path
@@ -31,6 +31,33 @@ def test_attend_matches_float64_reference(kernel, q_len, prefix, hq, hkv):
     out = attend(q, k, v, q_start=prefix, kernel=kernel, scale=0.25)
     assert out.shape == q.shape
     assert _rel(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("q_start,q_len,tile", [(0, 40, 16), (5, 3, 16), (37, 50, 16), (16, 16, 16), (63, 1, 8), (0, 7, 64)])
+def test_attend_tiles_matches_float64_reference(q_start, q_len, tile):
+    """Fixed-shape tiles: padded query rows, stale keys after the last query, any start and end inside a tile."""
+    gen = torch.Generator().manual_seed(q_start * 100 + q_len)
+    hq, hkv, d = 8, 2, 16
+    end = q_start + q_len
+    n = end + (-end % tile) + 5
+    q = torch.randn(1, q_len, hq, d, generator=gen).transpose(1, 2)  # the projections' (B, T, H, D) layout
+    k = torch.randn(1, hkv, n, d, generator=gen)
+    v = torch.randn(1, hkv, n, d, generator=gen)
+    ref, _ = reference_attention_with_lse(
+        q.double(), k[:, :, :end].repeat_interleave(4, 1).double(), v[:, :, :end].repeat_interleave(4, 1).double(),
+        causal=True, scale=0.25,
+    )
+    k[:, :, end:] = 1e4 * torch.randn(k[:, :, end:].shape, generator=gen)  # stale keys the mask must hide
+    out = attend_tiles(q, k, v, q_start=q_start, tile=tile, kernel="sdpa", scale=0.25)
+    assert out.shape == q.shape
+    assert _rel(out, ref) < 1e-5
+
+
+def test_attend_tiles_needs_the_buffer_to_reach_the_last_tile_end():
+    q = torch.zeros(1, 4, 10, 8)
+    kv = torch.zeros(1, 2, 12, 8)
+    with pytest.raises(ValueError, match="last tile"):
+        attend_tiles(q, kv, kv, q_start=0, tile=16, kernel="sdpa", scale=1.0)
 
 
 def test_merge_states_equals_attention_over_the_union():
@@ -73,6 +100,27 @@ def test_fast_prefill_with_a_reused_prefix_matches_transformers(tiny):
     assert _rel(fast.prefill(other[120:], 120), ref_other) < 1e-5
 
 
+@pytest.mark.parametrize("tile", [16, 48])
+def test_tiled_prefill_with_a_reused_prefix_matches_transformers(tiny, tile):
+    model, loaded = tiny
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, 1000, (300,), generator=gen)
+    fast = PrefixReusingLlama(loaded, max_tokens=301, chunk_tokens=100, tile_tokens=tile)
+    assert fast.max_tokens % tile == 0 and fast.chunk_tokens % tile == 0
+    with torch.no_grad():
+        ref = model(ids[None]).logits[0, -1]
+    assert _rel(fast.prefill(ids, 0), ref) < 1e-5
+    other = ids.clone()
+    other[131:] = torch.randint(0, 1000, (169,), generator=gen)
+    with torch.no_grad():
+        ref_other = model(other[None]).logits[0, -1]
+    assert _rel(fast.prefill(other[121:], 121), ref_other) < 1e-5
+    logits = fast.prefill(ids, 0)
+    with torch.no_grad():
+        expected = model.generate(ids[None], max_new_tokens=5, do_sample=False)[0, 300:].tolist()
+    assert fast.decode(logits, 300, 5, lambda out: False) == expected
+
+
 def test_eager_and_static_graph_steps_decode_like_generate(tiny):
     model, loaded = tiny
     gen = torch.Generator().manual_seed(3)
@@ -93,6 +141,16 @@ def test_decode_stops_when_told(tiny):
     fast = PrefixReusingLlama(loaded, max_tokens=100)
     out = fast.decode(fast.prefill(ids, 0), 50, 10, lambda toks: len(toks) == 3)
     assert len(out) == 3
+
+
+def test_decode_capacity_buckets_are_few_and_tight():
+    decoder = GraphDecoder.__new__(GraphDecoder)
+    decoder.fast = type("Fast", (), {"max_tokens": 140_000})()
+    ends = range(1, 140_001, 97)
+    buckets = {decoder.bucket(n) for n in ends}
+    assert all(n <= decoder.bucket(n) <= max(n + 4096, 1.25 * n) or decoder.bucket(n) == 140_000 for n in ends)
+    assert len(buckets) <= 20  # one CUDA graph each
+    assert [decoder.bucket(n) for n in (100, 4097, 20000, 32769, 131073)] == [4096, 8192, 20480, 40960, 140_000]
 
 
 def test_static_steps_with_a_bucket_smaller_than_the_buffer(tiny):

@@ -26,10 +26,14 @@ CUDNN_MIN_CALL_FLOPS = 2e12
 _planned_shapes: set[tuple] = set()
 
 
-def use_cudnn_for(q_shape, kv_len: int, causal: bool) -> bool:
-    """Whether a cuDNN call of this shape is worth it (see CUDNN_MIN_CALL_FLOPS); remembers planned shapes."""
+def use_cudnn_for(q_shape, kv_len: int, causal: bool, *, recurring: bool = False) -> bool:
+    """Whether a cuDNN call of this shape is worth it (see CUDNN_MIN_CALL_FLOPS); remembers planned shapes.
+    `recurring` shapes (the fixed tiles of `attend_tiles`) are always worth it: their plan is built once per run."""
     key = (tuple(q_shape), kv_len, causal)
     if key in _planned_shapes:
+        return True
+    if recurring:
+        _planned_shapes.add(key)
         return True
     b, h, t, d = q_shape
     flops = 4.0 * b * h * t * kv_len * d * (0.5 if causal else 1.0)
@@ -51,10 +55,10 @@ def lse_kernel_available(kernel: str, device: torch.device) -> bool:
     return _private_op("_scaled_dot_product_flash_attention_for_cpu") is not None
 
 
-def attention_with_lse(q, k, v, *, causal: bool, scale: float, kernel: str):
+def attention_with_lse(q, k, v, *, causal: bool, scale: float, kernel: str, recurring: bool = False):
     """(out, lse) for equal head counts. lse is float32 (B, H, T). Falls back to a float32 reference."""
     B, H, T, _ = q.shape
-    if kernel == "cudnn" and q.device.type == "cuda" and not use_cudnn_for(q.shape, k.shape[2], causal):
+    if kernel == "cudnn" and q.device.type == "cuda" and not use_cudnn_for(q.shape, k.shape[2], causal, recurring=recurring):
         kernel = "fa2"
     if q.device.type == "cuda" and kernel == "cudnn" and _private_op("_scaled_dot_product_cudnn_attention"):
         res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False, scale=scale)
@@ -157,3 +161,43 @@ def attend(q, k, v, *, q_start: int, kernel: str, scale: float):
         q, _expand_kv(k[:, :, q_start:], groups), _expand_kv(v[:, :, q_start:], groups), causal=True, scale=scale, kernel=kernel
     )
     return merge_states(o_rect, lse_rect, o_sq, lse_sq)
+
+
+def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale: float):
+    """Like `attend`, with keys read from whole KV buffers, computed on a fixed grid of `tile` positions.
+
+    Why: cuDNN builds a plan for every new (q_len, kv_len), ~130 ms each, and NIAH probes start and end anywhere,
+    so `attend` meets new shapes all the time. Here the queries of each tile [j*tile, (j+1)*tile) are placed in a
+    zero-padded tile of fixed size: the causal square is always (tile x tile) over the buffer's keys of that tile,
+    and the rectangle over the keys before it is (tile x j*tile). A whole 128K grid then needs about 128K / tile
+    plans. Padded rows cost attention work only (no projections or MLP) and are dropped. Keys after the last query
+    in its tile are stale buffer contents that the causal mask hides from every real query.
+
+    Shapes: q (B, Hq, T, D) for positions [q_start, q_start + T), already written into k_buf/v_buf (B, Hkv, N, D)
+    with N >= the end of the last tile. Returns (B, Hq, T, D), a transposed view of a (B, T, Hq, D) tensor.
+    """
+    B, Hq, T, D = q.shape
+    Hkv = k_buf.shape[1]
+    groups = Hq // Hkv
+    end = q_start + T
+    if k_buf.shape[2] < end + (-end % tile):
+        raise ValueError(f"the KV buffer ({k_buf.shape[2]}) must reach the end of the last tile")
+    out = q.new_empty(B, T, Hq, D)
+    for t0 in range(q_start - q_start % tile, end, tile):
+        a, b = max(q_start, t0), min(end, t0 + tile)
+        qt = q.new_zeros(B, Hq, tile, D)
+        qt[:, :, a - t0 : b - t0] = q[:, :, a - q_start : b - q_start]
+        o, lse = attention_with_lse(
+            qt,
+            _expand_kv(k_buf[:, :, t0 : t0 + tile], groups),
+            _expand_kv(v_buf[:, :, t0 : t0 + tile], groups),
+            causal=True, scale=scale, kernel=kernel, recurring=True,
+        )
+        if t0 > 0:
+            o_rect, lse_rect = attention_with_lse(
+                _fold_groups(qt, Hkv), k_buf[:, :, :t0], v_buf[:, :, :t0],
+                causal=False, scale=scale, kernel=kernel, recurring=True,
+            )
+            o = merge_states(_unfold_groups(o_rect, Hq, tile), _unfold_groups(lse_rect, Hq, tile), o, lse)
+        out[:, a - q_start : b - q_start] = o[:, :, a - t0 : b - t0].transpose(1, 2)
+    return out.transpose(1, 2)

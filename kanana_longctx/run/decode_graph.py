@@ -6,7 +6,7 @@ Why: an eager decode step of an 8B model launches ~1,500 small kernels; on the H
 time for ~6 ms of GPU work (measured, bench/kernels.py). A captured step needs no host work: the graph reads the
 current token and position from device tensors, writes K/V at that position, unmasks it, computes the next token
 with argmax and feeds it back, so each replay is one decode step. Shapes must be static, so attention runs over a
-fixed capacity (a power of two >= 4096, at most the buffer) with a boolean mask of the live positions; grouped
+fixed capacity (a few buckets per doubling, >= 4096, at most the buffer) with a boolean mask of the live positions; grouped
 query heads are folded into the query rows so no K/V is ever expanded.
 """
 
@@ -28,10 +28,12 @@ class GraphDecoder:
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
 
     def bucket(self, end: int) -> int:
-        size = MIN_BUCKET
-        while size < end:
-            size *= 2
-        return min(size, self.fast.max_tokens)
+        """The capacity for a sequence ending at `end`: a multiple of a quarter of the power of two below it
+        (>= MIN_BUCKET), so a step reads at most ~25% more KV than it needs, with ~4 graphs per doubling."""
+        step = MIN_BUCKET
+        while step * 8 <= end:
+            step *= 2
+        return min(-(-end // step) * step, self.fast.max_tokens)
 
     def _step(self, mask: torch.Tensor, capacity: int) -> None:
         """One decode step on device tensors only (what the graph records)."""

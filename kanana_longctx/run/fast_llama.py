@@ -40,6 +40,15 @@ def supports_fast_path(model) -> tuple[bool, str]:
     return True, ""
 
 
+# Tile of the fixed-shape attention (kanana_longctx.run.attention.attend_tiles). Only cuDNN needs it (a plan per
+# shape); FA2 and the CPU kernels take any shape for free, so there the exact split path is cheaper.
+CUDNN_TILE_TOKENS = 2048
+
+
+def default_tile_tokens(kernel: str, device_type: str) -> int:
+    return CUDNN_TILE_TOKENS if kernel == "cudnn" and device_type == "cuda" else 0
+
+
 def _rotate_half(x):
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -48,10 +57,13 @@ def _rotate_half(x):
 class PrefixReusingLlama:
     """Owns the KV buffer; runs prefill chunks and greedy decoding for one sequence at a time."""
 
-    def __init__(self, loaded, *, max_tokens: int, chunk_tokens: int = 32768, use_graphs: bool = True):
-        from kanana_longctx.run.attention import attend
+    def __init__(
+        self, loaded, *, max_tokens: int, chunk_tokens: int = 32768, use_graphs: bool = True, tile_tokens: int | None = None
+    ):
+        from kanana_longctx.run.attention import attend, attend_tiles
 
         self._attend = attend
+        self._attend_tiles = attend_tiles
         self.loaded = loaded
         model = loaded.model
         self.inner = model.model
@@ -62,9 +74,16 @@ class PrefixReusingLlama:
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.kernel = loaded.attention
-        self.chunk_tokens = max(1, chunk_tokens)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
+        if tile_tokens is None:
+            tile_tokens = default_tile_tokens(self.kernel, self.device.type)
+        self.tile_tokens = max(0, tile_tokens)
+        # Chunks end on tile boundaries, so no tile is padded twice; the buffer ends on one, for the last tile.
+        self.chunk_tokens = max(1, chunk_tokens)
+        if self.tile_tokens:
+            self.chunk_tokens = max(self.tile_tokens, self.chunk_tokens - self.chunk_tokens % self.tile_tokens)
+            max_tokens += -max_tokens % self.tile_tokens
         self.max_tokens = max_tokens
         self.use_graphs = use_graphs
         self._graph_decoder = None
@@ -85,10 +104,12 @@ class PrefixReusingLlama:
         if start + ids.numel() > self.max_tokens:
             raise ValueError(f"{start + ids.numel()} tokens exceed the KV buffer of {self.max_tokens}")
         logits = None
-        for c0 in range(0, ids.numel(), self.chunk_tokens):
-            chunk = ids[c0 : c0 + self.chunk_tokens]
-            last = c0 + chunk.numel() >= ids.numel()
-            logits = self._forward(chunk, start + c0, want_logits=last)
+        end = start + ids.numel()
+        c0 = start
+        while c0 < end:  # chunk boundaries on multiples of chunk_tokens, in absolute positions
+            c1 = min(end, c0 + self.chunk_tokens - c0 % self.chunk_tokens)
+            logits = self._forward(ids[c0 - start : c1 - start], c0, want_logits=c1 == end)
+            c0 = c1
         return logits
 
     @torch.inference_mode()
@@ -134,10 +155,16 @@ class PrefixReusingLlama:
             k = k * cos + _rotate_half(k) * sin
             self.k_cache[i][:, :, start:end] = k
             self.v_cache[i][:, :, start:end] = v
-            o = self._attend(
-                q, self.k_cache[i][:, :, :end], self.v_cache[i][:, :, :end],
-                q_start=start, kernel=self.kernel, scale=attn.scaling,
-            )
+            if self.tile_tokens:
+                o = self._attend_tiles(
+                    q, self.k_cache[i], self.v_cache[i],
+                    q_start=start, tile=self.tile_tokens, kernel=self.kernel, scale=attn.scaling,
+                )
+            else:
+                o = self._attend(
+                    q, self.k_cache[i][:, :, :end], self.v_cache[i][:, :, :end],
+                    q_start=start, kernel=self.kernel, scale=attn.scaling,
+                )
             x = x + attn.o_proj(o.transpose(1, 2).reshape(1, T, self.n_heads * self.head_dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         if not want_logits:

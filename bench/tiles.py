@@ -1,0 +1,171 @@
+"""GPU survey of the fixed-shape attention tiles (kanana_longctx.run.attention.attend_tiles): which tile size pays.
+
+Usage: python bench/tiles.py --tokenizer DIR [--tiles 0,2048,4096] [--lengths 4000:32000:4000] [--json OUT.json]
+
+Prints, for each tile size (0 = the exact split path with per-call cuDNN/FA2 choice):
+(1) the tile kernels alone: TFLOP/s of the folded rectangle at several cached-prefix lengths and of the causal
+    square, and the first-call cost of a never-seen shape (cuDNN's plan build);
+(2) our forward on the random 8B model: a cold and a warm full prefill, and a suffix over a cached prefix;
+(3) a NIAH grid run through the runner (fast engine), split into prefill and decode seconds, with its TFLOP/s
+    on the FLOPs it computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from kanana_longctx.run import attention, fast_llama
+
+
+def cuda_seconds(fn, repeats=3):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def first_call_seconds(fn):
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def kernel_rows(tiles, prefixes=(16384, 65536, 122880)):
+    rows = []
+    hq, hkv, d = 32, 8, 128
+    for tile in [t for t in tiles if t]:
+        q = torch.randn(1, hq, tile, d, device="cuda", dtype=torch.bfloat16)
+        kq = torch.randn(1, hq, tile, d, device="cuda", dtype=torch.bfloat16)
+        sq = lambda: attention.attention_with_lse(q, kq, kq, causal=True, scale=d**-0.5, kernel="cudnn", recurring=True)
+        plan = first_call_seconds(sq)
+        s = cuda_seconds(sq)
+        rows.append({"what": "square", "tile": tile, "first_call_ms": round(plan * 1e3, 1), "ms": round(s * 1e3, 3),
+                     "tflops": round(2 * 2 * hq * d * tile * tile / 2 / s / 1e12, 1)})
+        for prefix in prefixes:
+            k = torch.randn(1, hkv, prefix, d, device="cuda", dtype=torch.bfloat16)
+            folded = q.reshape(1, hkv, hq // hkv * tile, d)
+            rect = lambda: attention.attention_with_lse(folded, k, k, causal=False, scale=d**-0.5, kernel="cudnn", recurring=True)
+            plan = first_call_seconds(rect)
+            s = cuda_seconds(rect)
+            rows.append({"what": "rect", "tile": tile, "prefix": prefix, "first_call_ms": round(plan * 1e3, 1),
+                         "ms": round(s * 1e3, 3), "tflops": round(2 * 2 * hq * d * tile * prefix / s / 1e12, 1)})
+        merge = lambda: attention.merge_states(q, q[..., 0].float(), q, q[..., 0].float())
+        rows.append({"what": "merge", "tile": tile, "ms": round(cuda_seconds(merge) * 1e3, 3)})
+        for row in rows[-len(prefixes) - 2 :]:
+            print(row, flush=True)
+    return rows
+
+
+def forward_rows(loaded, tiles, lengths=(32768, 131072)):
+    from kanana_longctx.run.flops import ModelShape, prefill_flops, suffix_flops
+
+    rows = []
+    shape = ModelShape.from_config(loaded.model.config)
+    for tile in tiles:
+        attention._planned_shapes.clear()
+        fast = fast_llama.PrefixReusingLlama(loaded, max_tokens=max(lengths) + 64, tile_tokens=tile)
+        for n in lengths:
+            ids = torch.randint(0, 32000, (n,), device="cuda")
+            cold = first_call_seconds(lambda: fast.prefill(ids, 0))
+            warm = cuda_seconds(lambda: fast.prefill(ids, 0), repeats=1)
+            s0 = n // 2 + 777  # an odd prefix, like a needle position
+            suffix = cuda_seconds(lambda: fast.prefill(ids[s0:], s0), repeats=1)
+            row = {"what": "forward", "tile": tile, "tokens": n, "cold_s": round(cold, 3), "warm_s": round(warm, 3),
+                   "warm_tflops": round(prefill_flops(shape, n) / warm / 1e12, 1), "suffix_s": round(suffix, 3),
+                   "suffix_tflops": round(suffix_flops(shape, s0, n - s0) / suffix / 1e12, 1)}
+            rows.append(row)
+            print(row, flush=True)
+        fast = None  # free the KV buffer before the next tile size
+        torch.cuda.empty_cache()
+    return rows
+
+
+def grid_rows(loaded, tokenizer, tiles, lengths: str, depths: str | None):
+    from kanana_longctx.probes.build import ProbeRequest, build_probe_set
+    from kanana_longctx.probes.grid import resolve_grid
+    from kanana_longctx.run.options import RunOptions
+    from kanana_longctx.run.runner import execute
+
+    grid = resolve_grid(preset=None, lengths=lengths, depths=depths)
+    probe_set = build_probe_set(ProbeRequest.from_grid(grid, haystack="builtin", form="retform", lang="en"), tokenizer)
+    spent = {"prefill": 0.0, "decode": 0.0}
+    real_prefill, real_decode = fast_llama.PrefixReusingLlama.prefill, fast_llama.PrefixReusingLlama.decode
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            torch.cuda.synchronize()
+            spent[name] += time.perf_counter() - t
+            return out
+
+        return wrapper
+
+    fast_llama.PrefixReusingLlama.prefill = timed("prefill", real_prefill)
+    fast_llama.PrefixReusingLlama.decode = timed("decode", real_decode)
+    rows = []
+    try:
+        for tile in tiles:
+            attention._planned_shapes.clear()
+            fast_llama.CUDNN_TILE_TOKENS = tile
+            spent.update(prefill=0.0, decode=0.0)
+            with tempfile.TemporaryDirectory() as tmp:
+                summary = execute(probe_set, RunOptions(model="random:llama-8b"), Path(tmp) / "g", loaded=loaded, tokenizer=tokenizer)
+            row = {"what": "grid", "tile": tile, "probes": summary.ran, "wall_s": round(summary.wall_seconds, 2),
+                   "prefill_s": round(spent["prefill"], 2), "decode_s": round(spent["decode"], 2),
+                   "computed_flops": f"{summary.computed_flops:.3e}", "no_reuse_flops": f"{summary.effective_flops:.3e}",
+                   "tflops_on_computed": round(summary.computed_flops / spent["prefill"] / 1e12, 1),
+                   "peak_gib": round(summary.peak_memory_gib, 1)}
+            rows.append(row)
+            print(row, flush=True)
+    finally:
+        fast_llama.PrefixReusingLlama.prefill, fast_llama.PrefixReusingLlama.decode = real_prefill, real_decode
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--tiles", default="0,2048,4096")
+    parser.add_argument("--lengths", default="4000:32000:4000")
+    parser.add_argument("--depths", default=None)
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: kernels,forward,grid")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    from kanana_longctx.bench.models import random_model
+    from kanana_longctx.run.engine import finish_loaded
+    from kanana_longctx.tokenizer import load_tokenizer
+
+    tiles = [int(x) for x in args.tiles.split(",")]
+    skip = set(args.skip.split(","))
+    rows: list[dict] = [{"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}]
+    print(rows[0], flush=True)
+    if "kernels" not in skip:
+        rows += kernel_rows(tiles)
+    model = random_model("llama-8b", device="cuda", yarn=True)
+    loaded = finish_loaded(model, "cuda", "bfloat16", "cudnn", {"factor": 4.4, "original_max_position_embeddings": 32768})
+    if "forward" not in skip:
+        rows += forward_rows(loaded, tiles)
+    if "grid" not in skip:
+        rows += grid_rows(loaded, load_tokenizer(args.tokenizer), tiles, args.lengths, args.depths)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    print("\n".join(json.dumps(r) for r in rows[1:]))
+
+
+if __name__ == "__main__":
+    main()
