@@ -141,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--tiles", default="0,2048,4096")
+    parser.add_argument("--kernel-tiles", default="1024,2048,4096,8192")
     parser.add_argument("--lengths", default="4000:32000:4000")
     parser.add_argument("--depths", default=None)
     parser.add_argument("--skip", default="", help="comma list of parts to skip: kernels,forward,grid")
@@ -155,7 +156,7 @@ def main() -> None:
     rows: list[dict] = [{"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}]
     print(rows[0], flush=True)
     if "kernels" not in skip:
-        rows += kernel_rows(tiles)
+        rows += kernel_rows([int(x) for x in args.kernel_tiles.split(",")])
     model = random_model("llama-8b", device="cuda", yarn=True)
     loaded = finish_loaded(model, "cuda", "bfloat16", "cudnn", {"factor": 4.4, "original_max_position_embeddings": 32768})
     if "forward" not in skip:
