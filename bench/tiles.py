@@ -140,7 +140,7 @@ def grid_rows(loaded, tokenizer, tiles, lengths: str, depths: str | None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", required=True)
-    parser.add_argument("--tiles", default="0,2048,4096")
+    parser.add_argument("--tiles", default="0,1024,2048")
     parser.add_argument("--kernel-tiles", default="1024,2048,4096,8192")
     parser.add_argument("--lengths", default="4000:32000:4000")
     parser.add_argument("--depths", default=None)
@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     from kanana_longctx.bench.models import random_model
+    from kanana_longctx.hub import resolve_model
     from kanana_longctx.run.engine import finish_loaded
     from kanana_longctx.tokenizer import load_tokenizer
 
@@ -162,7 +163,7 @@ def main() -> None:
     if "forward" not in skip:
         rows += forward_rows(loaded, tiles)
     if "grid" not in skip:
-        rows += grid_rows(loaded, load_tokenizer(args.tokenizer), tiles, args.lengths, args.depths)
+        rows += grid_rows(loaded, load_tokenizer(resolve_model(args.tokenizer)), tiles, args.lengths, args.depths)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print("\n".join(json.dumps(r) for r in rows[1:]))

@@ -135,6 +135,36 @@ def test_eager_and_static_graph_steps_decode_like_generate(tiny):
     assert static == ref
 
 
+def test_rows_decode_together_like_generate_each(tiny):
+    """Three probes in three buffer rows (two sharing a prefix copied between rows) step together in the static
+    decode step; each output equals its own generate, whatever the others do, and a row that stops early stays
+    stopped. A fourth row has no probe and is parked."""
+    model, loaded = tiny
+    gen = torch.Generator().manual_seed(6)
+    base = torch.randint(0, 1000, (150,), generator=gen)
+    probes = [base.clone(), base.clone(), torch.randint(0, 1000, (90,), generator=gen)]
+    probes[0][100:] = torch.randint(0, 1000, (50,), generator=gen)
+    probes[1] = torch.cat([base[:60], torch.randint(0, 1000, (70,), generator=gen)])
+    with torch.no_grad():
+        refs = [model.generate(p[None], max_new_tokens=7, do_sample=False)[0, len(p):].tolist() for p in probes]
+    fast = PrefixReusingLlama(loaded, max_tokens=200, rows=4)
+    first0 = fast.prefill(probes[0], 0, row=0)
+    fast.copy_prefix(0, 1, 0, 60)  # row 1 reuses probe 0's first 60 positions (its own prefix)
+    first1 = fast.prefill(probes[1][60:], 60, row=1)
+    first2 = fast.prefill(probes[2], 0, row=2)
+    decoder = GraphDecoder(fast)
+    outs = decoder.generate_rows(
+        [(0, int(first0.argmax()), 150, lambda out: False),
+         (1, int(first1.argmax()), 130, lambda out: len(out) == 3),
+         (2, int(first2.argmax()), 90, lambda out: False)],
+        7,
+    )
+    assert outs[0] == refs[0]
+    assert outs[1] == refs[1][:3]
+    assert outs[2] == refs[2]
+    assert fast.decode_rows([(2, first2, 90, lambda out: False)], 7) == [refs[2]]  # the eager per-row path
+
+
 def test_decode_stops_when_told(tiny):
     model, loaded = tiny
     ids = torch.arange(50)

@@ -45,3 +45,52 @@ def test_graph_decode_and_reused_prefix_match_transformers_on_cuda():
     logits = fast.prefill(ids[300:], 300)  # reuse the first 300 positions
     assert _rel(logits, ref_logits) < 1e-4
     assert fast.decode(logits, 600, 8, lambda out: False) == ref_tokens  # CUDA-graph replay
+
+
+def test_fused_merge_matches_the_torch_merge():
+    from kanana_longctx.run import merge_kernel
+    from kanana_longctx.run.attention import merge_states
+
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    o1, o2 = (torch.randn(1, 32, 1000, 128, device="cuda", generator=gen).bfloat16() for _ in range(2))
+    l1, l2 = (10 * torch.randn(1, 32, 1000, device="cuda", generator=gen) for _ in range(2))
+    assert merge_kernel.fused_merge_available(o1, o2)
+    fused = merge_kernel.fused_merge(o1, l1, o2, l2)
+    w1, w2 = torch.sigmoid(l1 - l2).unsqueeze(-1), torch.sigmoid(l2 - l1).unsqueeze(-1)
+    ref = o1.double() * w1.double() + o2.double() * w2.double()
+    assert _rel(fused, ref) < 4e-3  # bf16 output rounding
+    assert _rel(fused, merge_states(o1.cpu(), l1.cpu(), o2.cpu(), l2.cpu())) < 4e-3
+
+
+@pytest.mark.parametrize("q_start,q_len", [(0, 3000), (1500, 700), (4095, 1), (777, 5000)])
+def test_cudnn_tiles_match_float32_reference(q_start, q_len):
+    from kanana_longctx.run.attention import attend_tiles
+
+    gen = torch.Generator(device="cuda").manual_seed(q_start + q_len)
+    end = q_start + q_len
+    n = end + (-end % 1024)
+    q = torch.randn(1, q_len, 32, 128, device="cuda", dtype=torch.bfloat16, generator=gen).transpose(1, 2)
+    k = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    v = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    ref, _ = reference_attention_with_lse(
+        q.float(), k[:, :, :end].float().repeat_interleave(4, 1), v[:, :, :end].float().repeat_interleave(4, 1),
+        causal=True, scale=128**-0.5,
+    )
+    out = attend_tiles(q, k, v, q_start=q_start, tile=1024, kernel="cudnn", scale=128**-0.5)
+    assert _rel(out, ref) < 1e-2  # bf16 operands
+
+
+def test_batched_graph_decode_matches_transformers_per_probe():
+    from kanana_longctx.bench.models import random_model
+    from kanana_longctx.run.engine import finish_loaded
+    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+
+    model = random_model("tiny", device="cuda", dtype="float32", yarn=True)
+    loaded = finish_loaded(model, "cuda", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    probes = [torch.randint(0, 1000, (n,), device="cuda", generator=gen) for n in (700, 300, 1200)]
+    with torch.inference_mode():
+        refs = [model.generate(p[None], max_new_tokens=6, do_sample=False)[0, len(p):].tolist() for p in probes]
+    fast = PrefixReusingLlama(loaded, max_tokens=1300, rows=4)
+    requests = [(row, fast.prefill(p, 0, row=row), len(p), lambda out: False) for row, p in enumerate(probes)]
+    assert fast.decode_rows(requests, 6) == refs  # one CUDA graph replay per step for all rows

@@ -89,7 +89,12 @@ def reference_attention_with_lse(q, k, v, *, causal: bool, scale: float):
 
 
 def merge_states(o1, lse1, o2, lse2):
-    """Combine two partial softmax-attention results over disjoint key sets, exactly, in float32."""
+    """Combine two partial softmax-attention results over disjoint key sets, exactly, in float32 (one fused kernel
+    on CUDA, kanana_longctx.run.merge_kernel)."""
+    from kanana_longctx.run.merge_kernel import fused_merge, fused_merge_available
+
+    if fused_merge_available(o1, o2):
+        return fused_merge(o1, lse1, o2, lse2)
     m = torch.maximum(lse1, lse2)
     w1 = torch.exp(lse1 - m).unsqueeze(-1)
     w2 = torch.exp(lse2 - m).unsqueeze(-1)

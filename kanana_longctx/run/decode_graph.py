@@ -1,6 +1,7 @@
 """Greedy decoding replayed from CUDA graphs, one graph per KV-capacity bucket.
 
 Usage: tokens = GraphDecoder(fast).generate(first_token, position, max_new_tokens, stop)
+       outputs = GraphDecoder(fast).generate_rows([(row, first_token, position, stop), ...], max_new_tokens)
 
 Why: an eager decode step of an 8B model launches ~1,500 small kernels; on the H100 host that is ~35-50 ms of CPU
 time for ~6 ms of GPU work (measured, bench/kernels.py). A captured step needs no host work: the graph reads the
@@ -8,6 +9,10 @@ current token and position from device tensors, writes K/V at that position, unm
 with argmax and feeds it back, so each replay is one decode step. Shapes must be static, so attention runs over a
 fixed capacity (a few buckets per doubling, >= 4096, at most the buffer) with a boolean mask of the live positions; grouped
 query heads are folded into the query rows so no K/V is ever expanded.
+
+Every row of the fast engine's KV buffers steps at once (one weight read per step for all of them: decoding is
+memory-bound, so a batch of probes costs little more than one). Rows without a probe are parked on a scratch
+position past every live one and do not advance.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ class GraphDecoder:
     def __init__(self, fast):
         self.fast = fast
         dev = fast.device
-        self.token = torch.zeros(1, dtype=torch.long, device=dev)
-        self.position = torch.zeros(1, dtype=torch.long, device=dev)
-        self.next_token = torch.zeros(1, dtype=torch.long, device=dev)
+        rows = fast.rows
+        self.token = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.position = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.advance = torch.ones(rows, dtype=torch.long, device=dev)  # 0 parks a row without a probe
+        self.next_token = torch.zeros(rows, dtype=torch.long, device=dev)
+        self._row_index = torch.arange(rows, device=dev)
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
 
     def bucket(self, end: int) -> int:
@@ -35,51 +43,58 @@ class GraphDecoder:
             step *= 2
         return min(-(-end // step) * step, self.fast.max_tokens)
 
+    @property
+    def scratch(self) -> int:
+        """A position no probe uses (the buffer holds the longest probe plus its new tokens plus one)."""
+        return self.fast.max_tokens - 1
+
     def _step(self, mask: torch.Tensor, capacity: int) -> None:
-        """One decode step on device tensors only (what the graph records)."""
+        """One decode step of every row on device tensors only (what the graph records)."""
         fast = self.fast
         inner = fast.inner
-        x = inner.embed_tokens(self.token[None])  # (1, 1, hidden)
-        cos, sin = inner.rotary_emb(x, self.position[None])
+        rows = fast.rows
+        x = inner.embed_tokens(self.token[:, None])  # (rows, 1, hidden)
+        cos, sin = inner.rotary_emb(x, self.position[:, None])
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        # Clamped: warm-up and capture run at a scratch position beyond a small bucket's capacity (the mask is
-        # reset before real use, and real positions are always inside the capacity).
-        mask.index_fill_(3, torch.clamp(self.position, max=capacity - 1), True)
+        # Clamped: parked rows and the warm-up sit at the scratch position, which may lie beyond a small bucket
+        # (their mask is never used for real output, and real positions are always inside the capacity).
+        seen = torch.clamp(self.position, max=capacity - 1)
+        mask[self._row_index, 0, 0, seen] = True
         groups = fast.n_heads // fast.n_kv
         from kanana_longctx.run.fast_llama import _rotate_half
 
         for i, layer in enumerate(fast.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(1, 1, fast.n_heads, fast.head_dim)
-            k = attn.k_proj(h).view(1, 1, fast.n_kv, fast.head_dim)
-            v = attn.v_proj(h).view(1, 1, fast.n_kv, fast.head_dim).transpose(1, 2)
+            q = attn.q_proj(h).view(rows, 1, fast.n_heads, fast.head_dim)
+            k = attn.k_proj(h).view(rows, 1, fast.n_kv, fast.head_dim)
+            v = attn.v_proj(h).view(rows, 1, fast.n_kv, fast.head_dim)
             if hasattr(attn, "q_norm"):
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            fast.k_cache[i].index_copy_(2, self.position, k)
-            fast.v_cache[i].index_copy_(2, self.position, v)
-            qf = q.reshape(1, fast.n_kv, groups, fast.head_dim)
+            fast.k_cache[i][self._row_index, :, self.position] = k[:, :, 0]
+            fast.v_cache[i][self._row_index, :, self.position] = v[:, 0]
+            qf = q.reshape(rows, fast.n_kv, groups, fast.head_dim)
             o = F.scaled_dot_product_attention(
                 qf, fast.k_cache[i][:, :, :capacity], fast.v_cache[i][:, :, :capacity], attn_mask=mask, scale=attn.scaling
             )
-            x = x + attn.o_proj(o.reshape(1, 1, fast.n_heads * fast.head_dim))
+            x = x + attn.o_proj(o.reshape(rows, 1, fast.n_heads * fast.head_dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        logits = fast.lm_head(inner.norm(x))[0, -1]
-        self.next_token.copy_(torch.argmax(logits).view(1))
+        logits = fast.lm_head(inner.norm(x))[:, -1]
+        self.next_token.copy_(torch.argmax(logits, dim=-1))
         self.token.copy_(self.next_token)
-        self.position.add_(1)
+        self.position.add_(self.advance)
 
     def _graph(self, capacity: int):
         if capacity in self._graphs:
             return self._graphs[capacity]
-        mask = torch.zeros(1, 1, 1, capacity, dtype=torch.bool, device=self.fast.device)
-        scratch = self.fast.max_tokens - 1  # warm-up and capture write K/V here, never over a live prefix
+        mask = torch.zeros(self.fast.rows, 1, 1, capacity, dtype=torch.bool, device=self.fast.device)
+        # Warm-up and capture write K/V at the scratch position, never over a live prefix.
         if self.fast.device.type != "cuda":  # no graphs off CUDA: the static step runs eagerly (tests)
             with torch.inference_mode():
-                self.position.fill_(scratch)
+                self.position.fill_(self.scratch)
                 self._step(mask, capacity)
             self._graphs[capacity] = (None, mask)
             return None, mask
@@ -87,34 +102,49 @@ class GraphDecoder:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.inference_mode():
             for _ in range(2):
-                self.position.fill_(scratch)
+                self.position.fill_(self.scratch)
                 self._step(mask, capacity)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        self.position.fill_(scratch)
+        self.position.fill_(self.scratch)
         with torch.inference_mode(), torch.cuda.graph(graph):
             self._step(mask, capacity)
         self._graphs[capacity] = (graph, mask)
         return graph, mask
 
-    def generate(self, first_token: int, position: int, max_new_tokens: int, stop) -> list[int]:
+    def generate(self, first_token: int, position: int, max_new_tokens: int, stop, row: int = 0) -> list[int]:
         """Tokens after `first_token` (already chosen from the prefill logits) until stop or max_new_tokens."""
-        out = [first_token]
-        if stop(out) or max_new_tokens <= 1:
-            return out
-        capacity = self.bucket(position + max_new_tokens)
+        return self.generate_rows([(row, first_token, position, stop)], max_new_tokens)[0]
+
+    def generate_rows(self, requests, max_new_tokens: int) -> list[list[int]]:
+        """`requests`: (row, first_token, position, stop) for distinct rows. Every output starts with its first
+        token and ends at its stop or at max_new_tokens; all rows step together until the last one ends."""
+        outs = [[first] for _, first, _, _ in requests]
+        live = [i for i, (_, _, _, stop) in enumerate(requests) if max_new_tokens > 1 and not stop(outs[i])]
+        if not live:
+            return outs
+        capacity = self.bucket(max(position for _, _, position, _ in requests) + max_new_tokens)
         graph, mask = self._graph(capacity)
+        tokens = [0] * self.fast.rows
+        positions = [self.scratch] * self.fast.rows
+        advance = [0] * self.fast.rows
         mask.zero_()
-        mask[..., :position] = True
-        self.token.fill_(first_token)
-        self.position.fill_(position)
-        while len(out) < max_new_tokens:
+        for row, first, position, _ in requests:
+            tokens[row], positions[row], advance[row] = first, position, 1
+            mask[row, ..., :position] = True
+        self.token.copy_(torch.tensor(tokens))
+        self.position.copy_(torch.tensor(positions))
+        self.advance.copy_(torch.tensor(advance))
+        while live:
             if graph is None:
                 with torch.inference_mode():
                     self._step(mask, capacity)
             else:
                 graph.replay()
-            out.append(int(self.next_token.item()))
-            if stop(out):
-                break
-        return out
+            step = self.next_token.tolist()
+            for i in list(live):
+                row, _, _, stop = requests[i]
+                outs[i].append(step[row])
+                if stop(outs[i]) or len(outs[i]) >= max_new_tokens:
+                    live.remove(i)
+        return outs

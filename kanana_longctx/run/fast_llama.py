@@ -10,7 +10,10 @@ weights, norms, MLP and rotary embedding are the model's own modules, so numeric
 last-token logits with the transformers forward.
 
 The buffer is shared by all probes: probe p overwrites positions >= its prefix length s_p, so probes are run in
-order of decreasing s_p, and every later probe finds its own (shorter) prefix intact.
+order of decreasing s_p, and every later probe finds its own (shorter) prefix intact. With `rows` > 1 there are
+several such buffers (rows of one tensor), so that several probes can be decoded together, one weight read per
+step for all of them (`decode_rows`); a row that has not seen a long enough prefix copies it from another row
+(`copy_prefix`), which is a memory copy, not a recomputation.
 """
 
 from __future__ import annotations
@@ -42,11 +45,21 @@ def supports_fast_path(model) -> tuple[bool, str]:
 
 # Tile of the fixed-shape attention (kanana_longctx.run.attention.attend_tiles). Only cuDNN needs it (a plan per
 # shape); FA2 and the CPU kernels take any shape for free, so there the exact split path is cheaper.
-CUDNN_TILE_TOKENS = 2048
+# 1024: from 1024 up the rectangle runs at 617-683 TFLOP/s on the H100 (bench/tiles.py), a plan costs ~60 ms
+# (128 of them for a whole 128K grid), and padding costs ~one tile of attention rows per probe: smallest wins.
+CUDNN_TILE_TOKENS = 1024
 
 
 def default_tile_tokens(kernel: str, device_type: str) -> int:
     return CUDNN_TILE_TOKENS if kernel == "cudnn" and device_type == "cuda" else 0
+
+
+def row_kv_bytes(config, tokens: int, element_size: int = 2) -> int:
+    """Bytes of one buffer row: K and V for every layer over `tokens` positions."""
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * config.num_hidden_layers * kv * tokens * head_dim * element_size
 
 
 def _rotate_half(x):
@@ -58,7 +71,14 @@ class PrefixReusingLlama:
     """Owns the KV buffer; runs prefill chunks and greedy decoding for one sequence at a time."""
 
     def __init__(
-        self, loaded, *, max_tokens: int, chunk_tokens: int = 32768, use_graphs: bool = True, tile_tokens: int | None = None
+        self,
+        loaded,
+        *,
+        max_tokens: int,
+        chunk_tokens: int = 32768,
+        use_graphs: bool = True,
+        tile_tokens: int | None = None,
+        rows: int = 1,
     ):
         from kanana_longctx.run.attention import attend, attend_tiles
 
@@ -87,7 +107,8 @@ class PrefixReusingLlama:
         self.max_tokens = max_tokens
         self.use_graphs = use_graphs
         self._graph_decoder = None
-        shape = (1, self.n_kv, max_tokens, self.head_dim)
+        self.rows = max(1, rows)
+        shape = (self.rows, self.n_kv, max_tokens, self.head_dim)
         # Zeros, not empty: the static decode step attends over a whole capacity bucket with a mask, and a masked
         # position that holds NaN garbage still poisons the result (0 x NaN = NaN in softmax(QK) V).
         self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
@@ -95,11 +116,18 @@ class PrefixReusingLlama:
 
     @property
     def kv_bytes(self) -> int:
-        return 2 * len(self.layers) * self.n_kv * self.max_tokens * self.head_dim * self.k_cache[0].element_size()
+        """Bytes of all KV buffers (every row)."""
+        return self.rows * row_kv_bytes(self.loaded.model.config, self.max_tokens, self.k_cache[0].element_size())
 
     @torch.inference_mode()
-    def prefill(self, ids, start: int) -> torch.Tensor:
-        """Compute positions [start, start + len(ids)); return float32 logits of the last one."""
+    def copy_prefix(self, src: int, dst: int, begin: int, end: int) -> None:
+        """Copy the KV of positions [begin, end) from row `src` to row `dst`."""
+        for cache in self.k_cache + self.v_cache:
+            cache[dst, :, begin:end] = cache[src, :, begin:end]
+
+    @torch.inference_mode()
+    def prefill(self, ids, start: int, row: int = 0) -> torch.Tensor:
+        """Compute positions [start, start + len(ids)) in buffer row `row`; return float32 logits of the last one."""
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         if start + ids.numel() > self.max_tokens:
             raise ValueError(f"{start + ids.numel()} tokens exceed the KV buffer of {self.max_tokens}")
@@ -108,22 +136,32 @@ class PrefixReusingLlama:
         c0 = start
         while c0 < end:  # chunk boundaries on multiples of chunk_tokens, in absolute positions
             c1 = min(end, c0 + self.chunk_tokens - c0 % self.chunk_tokens)
-            logits = self._forward(ids[c0 - start : c1 - start], c0, want_logits=c1 == end)
+            logits = self._forward(ids[c0 - start : c1 - start], c0, want_logits=c1 == end, row=row)
             c0 = c1
         return logits
 
     @torch.inference_mode()
-    def decode(self, first_logits: torch.Tensor, position: int, max_new_tokens: int, stop) -> list[int]:
-        """Greedy decoding from `first_logits` (the prompt's last position is `position - 1`).
+    def decode(self, first_logits: torch.Tensor, position: int, max_new_tokens: int, stop, row: int = 0) -> list[int]:
+        """Greedy decoding from `first_logits` (the prompt's last position is `position - 1`) in buffer row `row`.
         `stop(token_ids) -> bool` ends generation early (EOS, newline for retform). On CUDA the steps are replayed
         from CUDA graphs (kanana_longctx.run.decode_graph); elsewhere they run eagerly."""
+        return self.decode_rows([(row, first_logits, position, stop)], max_new_tokens)[0]
+
+    @torch.inference_mode()
+    def decode_rows(self, requests, max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding of several probes at once: `requests` holds (row, first_logits, position, stop) with
+        distinct rows. On CUDA all rows step together in one CUDA graph replay; elsewhere each row runs eagerly."""
         if self.device.type == "cuda" and self.use_graphs:
             if self._graph_decoder is None:
                 from kanana_longctx.run.decode_graph import GraphDecoder
 
                 self._graph_decoder = GraphDecoder(self)
-            first = int(torch.argmax(first_logits).item())
-            return self._graph_decoder.generate(first, position, max_new_tokens, stop)
+            firsts = torch.stack([logits for _, logits, _, _ in requests]).argmax(-1).tolist()
+            rows = [(row, first, position, stop) for (row, _, position, stop), first in zip(requests, firsts)]
+            return self._graph_decoder.generate_rows(rows, max_new_tokens)
+        return [self._decode_eager(*request, max_new_tokens) for request in requests]
+
+    def _decode_eager(self, row: int, first_logits, position: int, stop, max_new_tokens: int) -> list[int]:
         out: list[int] = []
         logits = first_logits
         for step in range(max_new_tokens):
@@ -131,11 +169,11 @@ class PrefixReusingLlama:
             out.append(token)
             if stop(out) or step == max_new_tokens - 1 or position + 1 > self.max_tokens:
                 break
-            logits = self._forward(torch.tensor([token], device=self.device), position, want_logits=True)
+            logits = self._forward(torch.tensor([token], device=self.device), position, want_logits=True, row=row)
             position += 1
         return out
 
-    def _forward(self, ids: torch.Tensor, start: int, *, want_logits: bool):
+    def _forward(self, ids: torch.Tensor, start: int, *, want_logits: bool, row: int = 0):
         T = ids.numel()
         x = self.inner.embed_tokens(ids[None])
         positions = torch.arange(start, start + T, device=self.device)[None]
@@ -153,17 +191,16 @@ class PrefixReusingLlama:
             q, k = q.transpose(1, 2), k.transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            self.k_cache[i][:, :, start:end] = k
-            self.v_cache[i][:, :, start:end] = v
+            k_buf, v_buf = self.k_cache[i][row : row + 1], self.v_cache[i][row : row + 1]
+            k_buf[:, :, start:end] = k
+            v_buf[:, :, start:end] = v
             if self.tile_tokens:
                 o = self._attend_tiles(
-                    q, self.k_cache[i], self.v_cache[i],
-                    q_start=start, tile=self.tile_tokens, kernel=self.kernel, scale=attn.scaling,
+                    q, k_buf, v_buf, q_start=start, tile=self.tile_tokens, kernel=self.kernel, scale=attn.scaling
                 )
             else:
                 o = self._attend(
-                    q, self.k_cache[i][:, :, :end], self.v_cache[i][:, :, :end],
-                    q_start=start, kernel=self.kernel, scale=attn.scaling,
+                    q, k_buf[:, :, :end], v_buf[:, :, :end], q_start=start, kernel=self.kernel, scale=attn.scaling
                 )
             x = x + attn.o_proj(o.transpose(1, 2).reshape(1, T, self.n_heads * self.head_dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))

@@ -73,8 +73,30 @@ def _make_stop(tokenizer, stop_ids: set[int], form: str):
     return stop
 
 
+# Decoding is memory-bound: probes decoded together share each step's weight read. Their KV buffers (one row each)
+# may take this share of the GPU's memory, and at least one row always exists.
+DECODE_ROWS_MEMORY_SHARE = 0.35
+MAX_DECODE_ROWS = 8
+
+
+def decode_rows_for(loaded, buffer_tokens: int, probes: int) -> int:
+    """How many probes to decode together: as many KV buffer rows as fit in the memory share, at most 8; 1 on CPU
+    (no graphs there, so nothing to share)."""
+    if loaded.device != "cuda":
+        return 1
+    import torch
+
+    from kanana_longctx.run.fast_llama import row_kv_bytes
+
+    free, total = torch.cuda.mem_get_info()
+    budget = min(DECODE_ROWS_MEMORY_SHARE * total, 0.6 * free)
+    row = row_kv_bytes(loaded.model.config, buffer_tokens, 4 if loaded.dtype == "float32" else 2)
+    return max(1, min(MAX_DECODE_ROWS, probes, int(budget // row)))
+
+
 def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> float:
-    """Prefix reuse: compute the longest shared prefix once, then each probe's suffix, longest prefix first."""
+    """Prefix reuse: compute the longest shared prefix once, then each probe's suffix, longest prefix first; decode
+    probes in batches, one KV buffer row each (kanana_longctx.run.fast_llama explains the rows)."""
     import numpy as np
 
     from kanana_longctx.run.fast_llama import PrefixReusingLlama
@@ -89,27 +111,50 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
     # where they are converted anyway, and a probe that does not match is computed from position 0.
     reusable = [p.needle_token_start if REUSE_MIN_PREFIX <= p.needle_token_start <= len(shared) else 0 for p in order]
     buffer_tokens = max(max(p.n_tokens for p in pending), max(reusable)) + max_new + 1
-    fast = PrefixReusingLlama(loaded, max_tokens=buffer_tokens, chunk_tokens=32768 if loaded.device == "cuda" else 2048)
+    rows = decode_rows_for(loaded, buffer_tokens, len(order))
+    fast = PrefixReusingLlama(
+        loaded, max_tokens=buffer_tokens, chunk_tokens=32768 if loaded.device == "cuda" else 2048, rows=rows
+    )
     stop = _make_stop(tokenizer, stop_ids, probe_set.form)
     computed = 0.0
-    cached = 0  # positions [0, cached) of the buffer hold the shared prefix's KV
+    valid = [0] * rows  # positions [0, valid[r]) of row r hold the shared prefix's KV
     top = max(reusable)
     if top:
         fast.prefill(shared[:top], 0)
         computed += prefill_flops(shape, top)
-        cached = top
+        valid[0] = top
+    batch = []  # (probe, row, first logits, prefill seconds, prefill tokens)
     for probe, s in zip(order, reusable):
         t = time.perf_counter()
+        row = len(batch)
         ids = np.asarray(probe.input_ids, dtype=np.int64)
-        start = s if s and s <= cached and np.array_equal(ids[:s], shared[:s]) else 0
-        logits = fast.prefill(ids[start:], start)
+        source = max(range(rows), key=lambda r: valid[r])
+        start = s if s and s <= valid[source] and np.array_equal(ids[:s], shared[:s]) else 0
+        if start > valid[row]:
+            fast.copy_prefix(source, row, valid[row], start)
+        logits = fast.prefill(ids[start:], start, row=row)
         computed += suffix_flops(shape, start, len(ids) - start)
-        cached = start  # the probe overwrote everything from `start` on
-        out = fast.decode(logits, len(ids), max_new, stop)
-        record = _record(probe, out, tokenizer, time.perf_counter() - t, len(ids) - start)
-        writer.append([record])
-        reporter.advance(record)
+        valid[row] = start  # the probe overwrote everything from `start` on
+        batch.append((probe, row, logits, time.perf_counter() - t, len(ids) - start))
+        if len(batch) == rows or probe is order[-1]:
+            _decode_batch(fast, batch, tokenizer, stop, max_new, writer, reporter)
+            batch = []
     return computed
+
+
+def _decode_batch(fast, batch, tokenizer, stop, max_new, writer, reporter) -> None:
+    """Decode a batch of prefilled probes together; write their records (seconds: own prefill + a share of the
+    batch's decoding)."""
+    t = time.perf_counter()
+    outputs = fast.decode_rows([(row, logits, p.n_tokens, stop) for p, row, logits, _, _ in batch], max_new)
+    share = (time.perf_counter() - t) / len(batch)
+    records = [
+        _record(p, out, tokenizer, seconds + share, prefill_tokens)
+        for (p, _, _, seconds, prefill_tokens), out in zip(batch, outputs)
+    ]
+    writer.append(records)
+    for record in records:
+        reporter.advance(record)
 
 
 def run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> float:
