@@ -33,6 +33,7 @@ class GraphDecoder:
         self.advance = torch.ones(rows, dtype=torch.long, device=dev)  # 0 parks a row without a probe
         self.next_token = torch.zeros(rows, dtype=torch.long, device=dev)
         self._row_index = torch.arange(rows, device=dev)
+        self._true = torch.ones(rows, dtype=torch.bool, device=dev)
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
 
     def bucket(self, end: int) -> int:
@@ -59,7 +60,7 @@ class GraphDecoder:
         # Clamped: parked rows and the warm-up sit at the scratch position, which may lie beyond a small bucket
         # (their mask is never used for real output, and real positions are always inside the capacity).
         seen = torch.clamp(self.position, max=capacity - 1)
-        mask[self._row_index, 0, 0, seen] = True
+        mask[self._row_index, 0, 0, seen] = self._true  # a device tensor: a Python True would be a host copy
         groups = fast.n_heads // fast.n_kv
         from kanana_longctx.run.fast_llama import _rotate_half
 
