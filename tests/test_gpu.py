@@ -59,7 +59,7 @@ def test_fused_merge_matches_the_torch_merge():
     w1, w2 = torch.sigmoid(l1 - l2).unsqueeze(-1), torch.sigmoid(l2 - l1).unsqueeze(-1)
     ref = o1.double() * w1.double() + o2.double() * w2.double()
     assert _rel(fused, ref) < 4e-3  # bf16 output rounding
-    assert _rel(fused, merge_states(o1.cpu(), l1.cpu(), o2.cpu(), l2.cpu())) < 4e-3
+    assert _rel(fused.cpu(), merge_states(o1.cpu(), l1.cpu(), o2.cpu(), l2.cpu())) < 4e-3
 
 
 @pytest.mark.parametrize("q_start,q_len", [(0, 3000), (1500, 700), (4095, 1), (777, 5000)])
