@@ -1,6 +1,7 @@
 """Attention for a suffix whose keys start with a cached prefix (bottom-right causal), on the fastest kernel.
 
 Usage: out = attend(q, k, v, q_start=prefix_len, kernel="cudnn", scale=module.scaling)
+       out = attend_tiles(q, k_buffer, v_buffer, q_start=prefix_len, tile=1024, kernel="cudnn", scale=...)
 
 Shapes: q (B, Hq, T, D) for positions [q_start, q_start + T); k, v (B, Hkv, q_start + T, D); out like q.
 
