@@ -90,7 +90,7 @@ def decode_rows_for(loaded, buffer_tokens: int, probes: int) -> int:
 
     free, total = torch.cuda.mem_get_info()
     budget = min(DECODE_ROWS_MEMORY_SHARE * total, 0.6 * free)
-    row = row_kv_bytes(loaded.model.config, buffer_tokens, 4 if loaded.dtype == "float32" else 2)
+    row = row_kv_bytes(loaded.model.config, buffer_tokens, _element_size(loaded))
     return max(1, min(MAX_DECODE_ROWS, probes, int(budget // row)))
 
 
@@ -192,11 +192,14 @@ def auto_batch_size(loaded, tokens: int) -> int:
         return 1
     import torch
 
+    from kanana_longctx.run.fast_llama import row_kv_bytes
+
     cfg = loaded.model.config
-    heads = cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    kv = getattr(cfg, "num_key_value_heads", None) or heads
-    elem = 2 if loaded.dtype != "float32" else 4
-    per_token = 2 * cfg.num_hidden_layers * kv * head_dim * elem + 6 * cfg.intermediate_size * elem
+    elem = _element_size(loaded)
+    per_token = row_kv_bytes(cfg, 1, elem) + 6 * cfg.intermediate_size * elem
     free, _ = torch.cuda.mem_get_info()
     return max(1, min(16, int(free * 0.7 // (per_token * tokens))))
+
+
+def _element_size(loaded) -> int:
+    return 4 if loaded.dtype == "float32" else 2
