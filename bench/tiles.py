@@ -101,39 +101,23 @@ def grid_rows(loaded, tokenizer, tiles, lengths: str, depths: str | None):
 
     grid = resolve_grid(preset=None, lengths=lengths, depths=depths)
     probe_set = build_probe_set(ProbeRequest.from_grid(grid, haystack="builtin", form="retform", lang="en"), tokenizer)
-    spent = {"prefill": 0.0, "decode": 0.0}
-    real_prefill, real_decode = fast_llama.PrefixReusingLlama.prefill, fast_llama.PrefixReusingLlama.decode
-
-    def timed(name, fn):
-        def wrapper(*args, **kwargs):
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            out = fn(*args, **kwargs)
-            torch.cuda.synchronize()
-            spent[name] += time.perf_counter() - t
-            return out
-
-        return wrapper
-
-    fast_llama.PrefixReusingLlama.prefill = timed("prefill", real_prefill)
-    fast_llama.PrefixReusingLlama.decode = timed("decode", real_decode)
     rows = []
+    default_tile = fast_llama.CUDNN_TILE_TOKENS
     try:
         for tile in tiles:
             attention._planned_shapes.clear()
             fast_llama.CUDNN_TILE_TOKENS = tile
-            spent.update(prefill=0.0, decode=0.0)
             with tempfile.TemporaryDirectory() as tmp:
                 summary = execute(probe_set, RunOptions(model="random:llama-8b"), Path(tmp) / "g", loaded=loaded, tokenizer=tokenizer)
             row = {"what": "grid", "tile": tile, "probes": summary.ran, "wall_s": round(summary.wall_seconds, 2),
-                   "prefill_s": round(spent["prefill"], 2), "decode_s": round(spent["decode"], 2),
+                   "prefill_s": round(summary.prefill_seconds, 2), "decode_s": round(summary.decode_seconds, 2),
                    "computed_flops": f"{summary.computed_flops:.3e}", "no_reuse_flops": f"{summary.effective_flops:.3e}",
-                   "tflops_on_computed": round(summary.computed_flops / spent["prefill"] / 1e12, 1),
+                   "tflops_on_computed": round(summary.computed_flops / summary.prefill_seconds / 1e12, 1),
                    "peak_gib": round(summary.peak_memory_gib, 1)}
             rows.append(row)
             print(row, flush=True)
     finally:
-        fast_llama.PrefixReusingLlama.prefill, fast_llama.PrefixReusingLlama.decode = real_prefill, real_decode
+        fast_llama.CUDNN_TILE_TOKENS = default_tile
     return rows
 
 

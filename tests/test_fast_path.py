@@ -135,7 +135,8 @@ def test_eager_and_static_graph_steps_decode_like_generate(tiny):
     assert static == ref
 
 
-def test_rows_decode_together_like_generate_each(tiny):
+@pytest.mark.parametrize("splits", [None, 4])
+def test_rows_decode_together_like_generate_each(tiny, splits):
     """Three probes in three buffer rows (two sharing a prefix copied between rows) step together in the static
     decode step; each output equals its own generate, whatever the others do, and a row that stops early stays
     stopped. A fourth row has no probe and is parked."""
@@ -152,7 +153,8 @@ def test_rows_decode_together_like_generate_each(tiny):
     fast.copy_prefix(0, 1, 0, 60)  # row 1 reuses probe 0's first 60 positions (its own prefix)
     first1 = fast.prefill(probes[1][60:], 60, row=1)
     first2 = fast.prefill(probes[2], 0, row=2)
-    decoder = GraphDecoder(fast)
+    decoder = GraphDecoder(fast, splits=splits)  # 4: split-KV decoding (the CUDA default) over 4 x 50 keys
+    assert decoder.splits(200) == (4 if splits else 1)
     outs = decoder.generate_rows(
         [(0, int(first0.argmax()), 150, lambda out: False),
          (1, int(first1.argmax()), 130, lambda out: len(out) == 3),
@@ -163,6 +165,41 @@ def test_rows_decode_together_like_generate_each(tiny):
     assert outs[1] == refs[1][:3]
     assert outs[2] == refs[2]
     assert fast.decode_rows([(2, first2, 90, lambda out: False)], 7) == [refs[2]]  # the eager per-row path
+
+
+def test_split_kv_attention_equals_one_masked_call():
+    """Split-KV decode attention against plain masked attention: rows of different live lengths, a split with no
+    live key at all, and a parked row whose only live key is far out."""
+    from kanana_longctx.run.decode_graph import split_kv_attention
+
+    gen = torch.Generator().manual_seed(8)
+    rows, hkv, g, d, cap, splits = 3, 2, 4, 16, 64, 8
+    q = torch.randn(rows, hkv, g, d, generator=gen)
+    k = torch.randn(rows, hkv, cap + 10, d, generator=gen)
+    v = torch.randn(rows, hkv, cap + 10, d, generator=gen)
+    mask = torch.zeros(rows, 1, 1, cap, dtype=torch.bool)
+    mask[0, ..., :50] = True  # splits 7 and part of 6 empty
+    mask[1, ..., :3] = True
+    mask[2, ..., 63] = True
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k[:, :, :cap], v[:, :, :cap], attn_mask=mask, scale=0.3)
+    span = cap // splits
+    live = mask.reshape(rows, 1, splits, 1, span).expand(rows, hkv, splits, g, span)
+    bias = torch.zeros(live.shape).masked_fill_(~live, float("-inf")).reshape(rows * hkv, splits, g, span)
+    out = split_kv_attention(q, k, v, bias, capacity=cap, splits=splits, scale=0.3)
+    assert out.shape == ref.shape
+    assert _rel(out, ref) < 1e-5
+
+
+def test_split_counts_fill_the_gpu_and_divide_the_capacity():
+    from kanana_longctx.run.decode_graph import choose_splits
+
+    assert choose_splits(1, 8, 131072, 132) == 64  # one row at 128K: 512 blocks of 2048 keys
+    assert choose_splits(6, 8, 32768, 132) == 8
+    assert choose_splits(1, 8, 5120, 132) == 4  # 1280 keys each; 8 would be below SPLIT_MIN_KEYS
+    assert choose_splits(8, 8, 4096, 16) == 1  # already enough blocks
+    assert choose_splits(1, 8, 3072, 132) == 2
+    assert choose_splits(1, 8, 3000, 132) == 1  # 2 x 1500 keys: not a multiple of 16
+    assert choose_splits(1, 8, 2000, 132) == 1  # 2 x 1000 keys: too short
 
 
 def test_decode_stops_when_told(tiny):

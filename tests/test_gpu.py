@@ -80,7 +80,9 @@ def test_cudnn_tiles_match_float32_reference(q_start, q_len):
     assert _rel(out, ref) < 1e-2  # bf16 operands
 
 
-def test_batched_graph_decode_matches_transformers_per_probe():
+@pytest.mark.parametrize("buffer", [1300, 8192])
+def test_batched_graph_decode_matches_transformers_per_probe(buffer):
+    """1300: one fused call over the masked capacity; 8192: a 4096 capacity bucket in 4 split-KV parts."""
     from kanana_longctx.bench.models import random_model
     from kanana_longctx.run.engine import finish_loaded
     from kanana_longctx.run.fast_llama import PrefixReusingLlama
@@ -91,6 +93,27 @@ def test_batched_graph_decode_matches_transformers_per_probe():
     probes = [torch.randint(0, 1000, (n,), device="cuda", generator=gen) for n in (700, 300, 1200)]
     with torch.inference_mode():
         refs = [model.generate(p[None], max_new_tokens=6, do_sample=False)[0, len(p):].tolist() for p in probes]
-    fast = PrefixReusingLlama(loaded, max_tokens=1300, rows=4)
+    fast = PrefixReusingLlama(loaded, max_tokens=buffer, rows=4)
     requests = [(row, fast.prefill(p, 0, row=row), len(p), lambda out: False) for row, p in enumerate(probes)]
     assert fast.decode_rows(requests, 6) == refs  # one CUDA graph replay per step for all rows
+    assert fast._graph_decoder.splits(fast._graph_decoder.bucket(1206)) == (1 if buffer == 1300 else 4)
+
+
+def test_compiled_fused_layers_match_the_module_path_in_bf16():
+    """The default prefill on CUDA (fused weights, compiled layer halves) against transformers' modules through the
+    same attention, at several suffix lengths over a cached prefix."""
+    from kanana_longctx.bench.models import random_model
+    from kanana_longctx.run.engine import finish_loaded
+    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+
+    model = random_model("tiny", device="cuda", dtype="bfloat16", yarn=True)
+    loaded = finish_loaded(model, "cuda", "bfloat16", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
+    plain = PrefixReusingLlama(loaded, max_tokens=3000, chunk_tokens=1024, fuse_layers=False)
+    fused = PrefixReusingLlama(loaded, max_tokens=3000, chunk_tokens=1024)
+    assert fused.fused is not None and fused.fused.compiled
+    ids = torch.randint(0, 1000, (2500,), device="cuda", generator=torch.Generator(device="cuda").manual_seed(3))
+    plain.prefill(ids, 0)
+    fused.prefill(ids, 0)
+    for start in (1700, 2100, 2490):
+        a, b = fused.prefill(ids[start:], start), plain.prefill(ids[start:], start)
+        assert _rel(a, b) < 2e-2  # bf16: the compiled chains round once, the modules after every op

@@ -64,8 +64,13 @@ def test_fast_and_plain_engines_agree_on_smollm2(variant, smollm2_tokenizer, smo
         monkeypatch.setattr(loops, "decode_rows_for", lambda loaded, tokens, probes: 3)
         monkeypatch.setattr(fast_llama, "default_tile_tokens", lambda kernel, device: 128)
     probe_set = _probes(smollm2_tokenizer, "qaform")
-    execute(probe_set, RunOptions(engine="fast"), tmp_path / "fast", loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)
-    execute(probe_set, RunOptions(engine="hf"), tmp_path / "hf", loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)
+    ours = execute(probe_set, RunOptions(engine="fast"), tmp_path / "fast", loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)
+    hf = execute(probe_set, RunOptions(engine="hf"), tmp_path / "hf", loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)
+    # the fast loop says where its time went; the plain loop cannot split generate() into phases
+    assert ours.prefill_seconds > 0 and ours.decode_seconds > 0
+    assert ours.prefill_seconds + ours.decode_seconds <= ours.wall_seconds
+    assert hf.prefill_seconds == hf.decode_seconds == 0.0
+    assert 0 < ours.computed_flops < hf.computed_flops  # prefix reuse
     fast = {r.probe_id: r.output for r in load_results(tmp_path / "fast")[0]}
     plain = {r.probe_id: r.output for r in load_results(tmp_path / "hf")[0]}
     assert fast == plain

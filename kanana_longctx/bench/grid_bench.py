@@ -47,6 +47,9 @@ class BenchReport:
     t_peak_s: float
     ours_s: float
     ours_vs_t_peak: float
+    ours_computed_flops: float  # what prefix reuse left to compute
+    ours_prefill_s: float
+    ours_decode_s: float
     naive_probes: int
     naive_s: float
     ours_subset_s: float
@@ -169,7 +172,9 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         say(f"our runner on the whole grid ({flops:.3e} FLOPs without reuse, T_peak {t_peak:.1f} s) ...")
         ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer)
         say(f"ours: {ours.wall_seconds:.1f} s = {ours.wall_seconds / t_peak if t_peak else 0:.2f} x T_peak, "
-            f"peak {ours.peak_memory_gib:.1f} GiB, computed {ours.computed_flops:.3e} FLOPs")
+            f"peak {ours.peak_memory_gib:.1f} GiB, computed {ours.computed_flops:.3e} FLOPs; prefill "
+            f"{ours.prefill_seconds:.1f} s ({ours.computed_flops / max(ours.prefill_seconds, 1e-9) / 1e12:.0f} TFLOP/s "
+            f"on computed), decode {ours.decode_seconds:.1f} s")
         subset = spread_subset(probe_set.probes, request.naive_subset) if request.naive_subset else []
         ours_sub = None
         if subset:
@@ -199,6 +204,9 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         t_peak_s=t_peak,
         ours_s=ours.wall_seconds,
         ours_vs_t_peak=ours.wall_seconds / t_peak if t_peak else 0.0,
+        ours_computed_flops=ours.computed_flops,
+        ours_prefill_s=ours.prefill_seconds,
+        ours_decode_s=ours.decode_seconds,
         naive_probes=len(subset),
         naive_s=naive,
         ours_subset_s=ours_sub.wall_seconds if ours_sub else 0.0,

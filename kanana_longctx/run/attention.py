@@ -173,11 +173,13 @@ def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale
     """Like `attend`, with keys read from whole KV buffers, computed on a fixed grid of `tile` positions.
 
     Why: cuDNN builds a plan for every new (q_len, kv_len), ~130 ms each, and NIAH probes start and end anywhere,
-    so `attend` meets new shapes all the time. Here the queries of each tile [j*tile, (j+1)*tile) are placed in a
-    zero-padded tile of fixed size: the causal square is always (tile x tile) over the buffer's keys of that tile,
-    and the rectangle over the keys before it is (tile x j*tile). A whole 128K grid then needs about 128K / tile
-    plans. Padded rows cost attention work only (no projections or MLP) and are dropped. Keys after the last query
-    in its tile are stale buffer contents that the causal mask hides from every real query.
+    so `attend` meets new shapes all the time. Here the queries are placed in zero-padded tiles [j*tile,
+    (j+1)*tile) of fixed size: the causal squares of all n tiles of a call run as one (n x tile x tile) batch, and
+    each tile's rectangle over the keys before it is (tile x j*tile). A whole 128K grid then needs about 128K / tile
+    rectangle plans and one square plan per tile count. Padded rows cost attention work only (no projections or
+    MLP) and are dropped. Keys after the last query in its tile are stale buffer contents that the causal mask
+    hides from every real query. One batched square instead of a call per tile: a lone 1024-token causal square
+    runs at ~110 TFLOP/s on the H100 (too little work to fill it), a batch of them near the kernel's full rate.
 
     Shapes: q (B, Hq, T, D) for positions [q_start, q_start + T), already written into k_buf/v_buf (B, Hkv, N, D)
     with N >= the end of the last tile. Returns (B, Hq, T, D), a transposed view of a (B, T, Hq, D) tensor.
@@ -188,22 +190,32 @@ def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale
     end = q_start + T
     if k_buf.shape[2] < end + (-end % tile):
         raise ValueError(f"the KV buffer ({k_buf.shape[2]}) must reach the end of the last tile")
+    first = q_start - q_start % tile
+    n = -(-(end - first) // tile)
+    # Queries padded to whole tiles, laid out (B, n, Hq, tile, D) so that each tile is one contiguous block.
+    padded = q.new_zeros(B, Hq, n * tile, D)
+    padded[:, :, q_start - first : end - first] = q
+    q_tiles = padded.view(B, Hq, n, tile, D).transpose(1, 2).contiguous()
+
+    def tiles_of(buf):  # the same tiles of the buffer's keys or values, kv heads expanded: (B * n, Hq, tile, D)
+        x = buf[:, :, first : first + n * tile].reshape(B, Hkv, n, tile, D).transpose(1, 2)
+        return _expand_kv(x.reshape(B * n, Hkv, tile, D), groups)
+
+    o_sq, lse_sq = attention_with_lse(
+        q_tiles.view(B * n, Hq, tile, D), tiles_of(k_buf), tiles_of(v_buf),
+        causal=True, scale=scale, kernel=kernel, recurring=True,
+    )
+    o_sq, lse_sq = o_sq.view(B, n, Hq, tile, D), lse_sq.view(B, n, Hq, tile)
     out = q.new_empty(B, T, Hq, D)
-    for t0 in range(q_start - q_start % tile, end, tile):
+    for j in range(n):
+        t0 = first + j * tile
         a, b = max(q_start, t0), min(end, t0 + tile)
-        qt = q.new_zeros(B, Hq, tile, D)
-        qt[:, :, a - t0 : b - t0] = q[:, :, a - q_start : b - q_start]
-        o, lse = attention_with_lse(
-            qt,
-            _expand_kv(k_buf[:, :, t0 : t0 + tile], groups),
-            _expand_kv(v_buf[:, :, t0 : t0 + tile], groups),
-            causal=True, scale=scale, kernel=kernel, recurring=True,
-        )
+        o = o_sq[:, j]
         if t0 > 0:
             o_rect, lse_rect = attention_with_lse(
-                _fold_groups(qt, Hkv), k_buf[:, :, :t0], v_buf[:, :, :t0],
+                _fold_groups(q_tiles[:, j], Hkv), k_buf[:, :, :t0], v_buf[:, :, :t0],
                 causal=False, scale=scale, kernel=kernel, recurring=True,
             )
-            o = merge_states(_unfold_groups(o_rect, Hq, tile), _unfold_groups(lse_rect, Hq, tile), o, lse)
+            o = merge_states(_unfold_groups(o_rect, Hq, tile), _unfold_groups(lse_rect, Hq, tile), o, lse_sq[:, j])
         out[:, a - q_start : b - q_start] = o[:, :, a - t0 : b - t0].transpose(1, 2)
     return out.transpose(1, 2)

@@ -10,6 +10,11 @@ with argmax and feeds it back, so each replay is one decode step. Shapes must be
 fixed capacity (a few buckets per doubling, >= 4096, at most the buffer) with a boolean mask of the live positions; grouped
 query heads are folded into the query rows so no K/V is ever expanded.
 
+Split-KV attention ("flash decoding"): one decode query per kv head is too little work to fill the GPU (one
+thread block per row and kv head streams the whole capacity: 8 of 132 SMs busy for one row at 128K), so the
+capacity is cut into splits that run as separate heads of one memory-efficient-attention call, each returning its
+log-sum-exp, and the partial results are merged exactly. The split views cost no copy of the KV.
+
 Every row of the fast engine's KV buffers steps at once (one weight read per step for all of them: decoding is
 memory-bound, so a batch of probes costs little more than one). Rows without a probe are parked on a scratch
 position past every live one and do not advance.
@@ -21,11 +26,59 @@ import torch
 import torch.nn.functional as F
 
 MIN_BUCKET = 4096
+SPLIT_MIN_KEYS = 1024  # keys per split at least: below this a split's fixed cost outweighs its share of the work
+
+
+def choose_splits(rows: int, kv_heads: int, capacity: int, sms: int) -> int:
+    """Splits of the capacity for split-KV decoding: a power of two dividing the capacity into splits of
+    >= SPLIT_MIN_KEYS keys (a multiple of 16: the kernel's bias alignment), enough for ~2 thread blocks per SM
+    (rows x kv heads x splits of them)."""
+    splits = 1
+    while (
+        rows * kv_heads * splits < 2 * sms
+        and capacity % (splits * 2) == 0
+        and capacity // (splits * 2) >= SPLIT_MIN_KEYS
+        and capacity // (splits * 2) % 16 == 0
+    ):
+        splits *= 2
+    return splits
+
+
+def _partial_attention(q, k, v, bias, scale: float):
+    """(out, lse) of attention with an additive bias; lse -inf where every key is masked."""
+    op = getattr(torch.ops.aten, "_scaled_dot_product_efficient_attention", None)
+    if q.is_cuda and op is not None:
+        res = op(q, k, v, bias, True, 0.0, False, scale=scale)
+        return res[0], res[1][..., : q.shape[2]]
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale + bias.float()
+    lse = torch.logsumexp(scores, dim=-1)
+    return torch.matmul(torch.softmax(scores, dim=-1), v.float()).to(q.dtype), lse
+
+
+def split_kv_attention(q, k_cache, v_cache, bias, *, capacity: int, splits: int, scale: float):
+    """Decode attention over the first `capacity` positions of the KV buffers, in `splits` parts merged by their
+    log-sum-exp. q: (rows, kv_heads, groups, D), grouped query heads folded into rows; k/v_cache: (rows, kv_heads,
+    N, D); bias: (rows * kv_heads, splits, groups, capacity / splits), 0 for live keys and -inf elsewhere.
+    Returns (rows, kv_heads, groups, D)."""
+    rows, hkv, g, d = q.shape
+    span = capacity // splits
+    k = k_cache[:, :, :capacity].reshape(rows * hkv, splits, span, d)  # views: no copy of the cache
+    v = v_cache[:, :, :capacity].reshape(rows * hkv, splits, span, d)
+    qs = q.reshape(rows * hkv, 1, g, d).expand(rows * hkv, splits, g, d).contiguous()
+    out, lse = _partial_attention(qs, k, v, bias, scale)  # (rows*hkv, splits, g, d), (rows*hkv, splits, g)
+    top = lse.amax(dim=1, keepdim=True)
+    weight = torch.exp(lse - top).nan_to_num(0.0)  # a split with no live key weighs 0
+    merged = (out.float().nan_to_num(0.0) * weight.unsqueeze(-1)).sum(1) / weight.sum(1).unsqueeze(-1)
+    return merged.to(q.dtype).reshape(rows, hkv, g, d)
 
 
 class GraphDecoder:
-    def __init__(self, fast):
+    def __init__(self, fast, splits: int | None = None):
+        """`splits`: split-KV parts per step (None: chosen per capacity from the GPU's SM count; 1 on CPU, where
+        one fused SDPA call over the masked capacity runs instead)."""
         self.fast = fast
+        self._splits = splits
+        self._sms = torch.cuda.get_device_properties(fast.device).multi_processor_count if fast.device.type == "cuda" else 0
         dev = fast.device
         rows = fast.rows
         self.token = torch.zeros(rows, dtype=torch.long, device=dev)
@@ -43,6 +96,16 @@ class GraphDecoder:
         while step * 8 <= end:
             step *= 2
         return min(-(-end // step) * step, self.fast.max_tokens)
+
+    def splits(self, capacity: int) -> int:
+        if self._splits is not None:
+            splits = 1
+            while splits * 2 <= self._splits and capacity % (splits * 2) == 0:
+                splits *= 2
+            return splits
+        if not self._sms:
+            return 1
+        return choose_splits(self.fast.rows, self.fast.n_kv, capacity, self._sms)
 
     @property
     def scratch(self) -> int:
@@ -62,6 +125,12 @@ class GraphDecoder:
         seen = torch.clamp(self.position, max=capacity - 1)
         mask[self._row_index, 0, 0, seen] = self._true  # a device tensor: a Python True would be a host copy
         groups = fast.n_heads // fast.n_kv
+        splits = self.splits(capacity)
+        if splits > 1:  # the mask as an additive bias in the split layout, built once for all layers
+            span = capacity // splits
+            live = mask.reshape(rows, 1, splits, 1, span).expand(rows, fast.n_kv, splits, groups, span)
+            bias = torch.zeros(live.shape, dtype=x.dtype, device=x.device).masked_fill_(~live, float("-inf"))
+            bias = bias.reshape(rows * fast.n_kv, splits, groups, span)
         from kanana_longctx.run.fast_llama import _rotate_half
 
         for i, layer in enumerate(fast.layers):
@@ -78,9 +147,15 @@ class GraphDecoder:
             fast.k_cache[i][self._row_index, :, self.position] = k[:, :, 0]
             fast.v_cache[i][self._row_index, :, self.position] = v[:, 0]
             qf = q.reshape(rows, fast.n_kv, groups, fast.head_dim)
-            o = F.scaled_dot_product_attention(
-                qf, fast.k_cache[i][:, :, :capacity], fast.v_cache[i][:, :, :capacity], attn_mask=mask, scale=attn.scaling
-            )
+            if splits > 1:
+                o = split_kv_attention(
+                    qf, fast.k_cache[i], fast.v_cache[i], bias, capacity=capacity, splits=splits, scale=attn.scaling
+                )
+            else:
+                o = F.scaled_dot_product_attention(
+                    qf, fast.k_cache[i][:, :, :capacity], fast.v_cache[i][:, :, :capacity], attn_mask=mask,
+                    scale=attn.scaling,
+                )
             x = x + attn.o_proj(o.reshape(rows, 1, fast.n_heads * fast.head_dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         logits = fast.lm_head(inner.norm(x))[:, -1]

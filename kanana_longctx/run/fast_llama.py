@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import torch
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "granite", "olmo2")
+# Pre-norm Llama layout with plain residuals. Not granite (embedding/residual/logit multipliers) nor olmo2 (norms
+# after attention and MLP): this forward would silently compute something else for them.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 def supports_fast_path(model) -> tuple[bool, str]:
@@ -29,9 +31,8 @@ def supports_fast_path(model) -> tuple[bool, str]:
     kind = getattr(config, "model_type", "")
     if kind not in SUPPORTED_MODEL_TYPES:
         return False, f"model type '{kind}' is not in the fast path's list ({', '.join(SUPPORTED_MODEL_TYPES)})"
-    if kind == "granite" or getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-        if kind != "llama" and getattr(config, "sliding_window", None):
-            return False, "sliding-window attention is not supported by the fast path"
+    if kind != "llama" and getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False, "sliding-window attention is not supported by the fast path"
     inner = getattr(model, "model", None)
     needed = ("embed_tokens", "layers", "norm", "rotary_emb")
     if inner is None or any(not hasattr(inner, name) for name in needed) or not hasattr(model, "lm_head"):
@@ -79,6 +80,8 @@ class PrefixReusingLlama:
         use_graphs: bool = True,
         tile_tokens: int | None = None,
         rows: int = 1,
+        fuse_layers: bool = True,
+        compile_layers: bool | None = None,
     ):
         from kanana_longctx.run.attention import attend, attend_tiles
 
@@ -107,12 +110,28 @@ class PrefixReusingLlama:
         self.max_tokens = max_tokens
         self.use_graphs = use_graphs
         self._graph_decoder = None
+        # Prefill layers as two fused (on CUDA compiled) halves: kanana_longctx.run.fused_layer says why.
+        self.fused = None
+        if fuse_layers:
+            from kanana_longctx.run.fused_layer import FusedLayers, compile_wanted
+
+            compile_layers = compile_wanted(self.device.type) if compile_layers is None else compile_layers
+            self.fused = FusedLayers.for_model(model, compile=compile_layers)
         self.rows = max(1, rows)
         shape = (self.rows, self.n_kv, max_tokens, self.head_dim)
         # Zeros, not empty: the static decode step attends over a whole capacity bucket with a mask, and a masked
         # position that holds NaN garbage still poisons the result (0 x NaN = NaN in softmax(QK) V).
         self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+
+    def describe(self) -> str:
+        """What this engine runs, for the run's report."""
+        parts = [self.fused.describe() if self.fused is not None else "transformers' layer modules"]
+        parts.append(f"attention tiles of {self.tile_tokens}" if self.tile_tokens else "exact-shape attention")
+        parts.append(f"{self.rows} KV row{'s' if self.rows > 1 else ''}")
+        if self.device.type == "cuda" and self.use_graphs:
+            parts.append("CUDA-graph decode with split-KV attention")
+        return ", ".join(parts)
 
     @property
     def kv_bytes(self) -> int:
@@ -182,15 +201,18 @@ class PrefixReusingLlama:
         end = start + T
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(1, T, self.n_heads, self.head_dim)
-            k = attn.k_proj(h).view(1, T, self.n_kv, self.head_dim)
-            v = attn.v_proj(h).view(1, T, self.n_kv, self.head_dim).transpose(1, 2)
-            if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms, applied before RoPE
-                q, k = attn.q_norm(q), attn.k_norm(k)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            if self.fused is not None:
+                q, k, v = self.fused.pre(i, x, cos, sin)
+            else:
+                h = layer.input_layernorm(x)
+                q = attn.q_proj(h).view(1, T, self.n_heads, self.head_dim)
+                k = attn.k_proj(h).view(1, T, self.n_kv, self.head_dim)
+                v = attn.v_proj(h).view(1, T, self.n_kv, self.head_dim).transpose(1, 2)
+                if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms, applied before RoPE
+                    q, k = attn.q_norm(q), attn.k_norm(k)
+                q, k = q.transpose(1, 2), k.transpose(1, 2)
+                q = q * cos + _rotate_half(q) * sin
+                k = k * cos + _rotate_half(k) * sin
             k_buf, v_buf = self.k_cache[i][row : row + 1], self.v_cache[i][row : row + 1]
             k_buf[:, :, start:end] = k
             v_buf[:, :, start:end] = v
@@ -202,8 +224,11 @@ class PrefixReusingLlama:
                 o = self._attend(
                     q, k_buf[:, :, :end], v_buf[:, :, :end], q_start=start, kernel=self.kernel, scale=attn.scaling
                 )
-            x = x + attn.o_proj(o.transpose(1, 2).reshape(1, T, self.n_heads * self.head_dim))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            if self.fused is not None:
+                x = self.fused.post(i, x, o)
+            else:
+                x = x + attn.o_proj(o.transpose(1, 2).reshape(1, T, self.n_heads * self.head_dim))
+                x = x + layer.mlp(layer.post_attention_layernorm(x))
         if not want_logits:
             return None
         return self.lm_head(self.inner.norm(x[:, -1:])).float()[0, -1]

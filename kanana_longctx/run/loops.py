@@ -1,19 +1,30 @@
 """The probe loops of a run: the fast prefix-reusing loop and the plain transformers loop, and what both share
 (stop criteria, turning generated ids into a scored record).
 
-Usage: computed_flops = run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter)
+Usage: stats = run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter)
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 from kanana_longctx.probes.spec import Probe
 from kanana_longctx.results import ResultRecord
 from kanana_longctx.run.scoring import score_contains
 
 REUSE_MIN_PREFIX = 256  # below this, recomputing the prefix is cheaper than the split attention
+
+
+@dataclass(frozen=True)
+class LoopStats:
+    """What a probe loop did: the prefill FLOPs it computed and, for the fast loop, where its time went (prefill
+    and decode seconds, the GPU synchronised at every switch; 0.0 where the loop cannot tell them apart)."""
+
+    computed_flops: float
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
 
 
 def stop_token_ids(tokenizer, model) -> set[int]:
@@ -94,7 +105,7 @@ def decode_rows_for(loaded, buffer_tokens: int, probes: int) -> int:
     return max(1, min(MAX_DECODE_ROWS, probes, int(budget // row)))
 
 
-def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> float:
+def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> LoopStats:
     """Prefix reuse: compute the longest shared prefix once, then each probe's suffix, longest prefix first; decode
     probes in batches, one KV buffer row each (kanana_longctx.run.fast_llama explains the rows)."""
     import numpy as np
@@ -103,7 +114,7 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
     from kanana_longctx.run.flops import ModelShape, prefill_flops, suffix_flops
 
     if not pending:
-        return 0.0
+        return LoopStats(0.0)
     shape = ModelShape.from_config(loaded.model.config)
     shared = np.asarray(probe_set.shared_prefix_ids, dtype=np.int64)
     order = sorted(pending, key=lambda p: (-p.needle_token_start, -p.n_tokens))
@@ -116,7 +127,10 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
         loaded, max_tokens=buffer_tokens, chunk_tokens=32768 if loaded.device == "cuda" else 2048, rows=rows
     )
     stop = _make_stop(tokenizer, stop_ids, probe_set.form)
+    reporter.note(f"fast engine: {fast.describe()}")
     computed = 0.0
+    seconds = {"prefill": 0.0, "decode": 0.0}
+    t_prefill = time.perf_counter()
     valid = [0] * rows  # positions [0, valid[r]) of row r hold the shared prefix's KV
     top = max(reusable)
     if top:
@@ -137,9 +151,23 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
         valid[row] = start  # the probe overwrote everything from `start` on
         batch.append((probe, row, logits, time.perf_counter() - t, len(ids) - start))
         if len(batch) == rows or probe is order[-1]:
+            _synchronize(loaded)
+            t_decode = time.perf_counter()
+            seconds["prefill"] += t_decode - t_prefill
             _decode_batch(fast, batch, tokenizer, stop, max_new, writer, reporter)
+            t_prefill = time.perf_counter()
+            seconds["decode"] += t_prefill - t_decode
             batch = []
-    return computed
+    if fast.fused is not None and fast.fused.compile_error:
+        reporter.note(f"fast engine: {fast.fused.describe()}")
+    return LoopStats(computed, seconds["prefill"], seconds["decode"])
+
+
+def _synchronize(loaded) -> None:
+    if loaded.device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def _decode_batch(fast, batch, tokenizer, stop, max_new, writer, reporter) -> None:
@@ -157,7 +185,7 @@ def _decode_batch(fast, batch, tokenizer, stop, max_new, writer, reporter) -> No
         reporter.advance(record)
 
 
-def run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> float:
+def run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> LoopStats:
     """One `generate` per batch of equal-length probes; batch size from free memory, halved on OOM."""
     from kanana_longctx.run.flops import ModelShape, prefill_flops
     from kanana_longctx.run.hf_loop import generate_with_fallback
@@ -183,7 +211,7 @@ def run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, wr
             for r in records:
                 reporter.advance(r)
             computed += sum(prefill_flops(shape, p.n_tokens) for p in batch)
-    return computed
+    return LoopStats(computed)
 
 
 def auto_batch_size(loaded, tokens: int) -> int:

@@ -29,6 +29,8 @@ class RunSummary:
     gpu_name: str = ""
     effective_flops: float = 0.0  # prefill FLOPs of the probes run now, as if nothing were reused
     computed_flops: float = 0.0  # prefill FLOPs actually computed (prefix reuse removes part)
+    prefill_seconds: float = 0.0  # fast engine: time in prefill and in decoding (0.0 when not split)
+    decode_seconds: float = 0.0
     peak_memory_gib: float = 0.0
     matmul_tflops: float = 0.0  # the GPU's bf16 matmul rate, measured after the run (the share-of-peak yardstick)
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -124,6 +126,12 @@ def render_summary(console, summary: RunSummary) -> None:
                     f"({summary.matmul_tflops:.0f} TFLOP/s)"
                 )
         console.print(line)
+        if summary.prefill_seconds:
+            rate = summary.computed_flops / summary.prefill_seconds / 1e12
+            console.print(
+                f"prefill {summary.prefill_seconds:.1f} s ({rate:.0f} TFLOP/s on the computed FLOPs), "
+                f"decode {summary.decode_seconds:.1f} s"
+            )
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"results: {summary.out_dir}/results.jsonl")

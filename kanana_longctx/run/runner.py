@@ -184,7 +184,7 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         else:
             writer_path = out_dir / (rank.results_name if data_parallel else RESULTS_NAME)
         with ResultsWriter(writer_path) as writer:
-            computed = run_fn(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter)
+            stats = run_fn(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter)
     finally:
         reporter.stop()
     if loaded.device == "cuda":
@@ -227,7 +227,9 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         dtype=loaded.dtype,
         gpu_name=loaded.gpu_name,
         effective_flops=sum(prefill_flops(shape, p.n_tokens) for p in pending),
-        computed_flops=computed,
+        computed_flops=stats.computed_flops,
+        prefill_seconds=stats.prefill_seconds,
+        decode_seconds=stats.decode_seconds,
         peak_memory_gib=peak_gib,
         matmul_tflops=_matmul_rate(loaded.device, bool(pending)),
         notes=tuple(notes),

@@ -1,0 +1,114 @@
+"""GPU survey of the prefill layer variants (kanana_longctx.run.fused_layer): transformers' modules, fused weights
+run eagerly, fused weights with the compiled layer halves (the default on CUDA).
+
+Usage: python bench/layers.py [--shape llama-8b] [--variants "modules,fused compiled"] [--json OUT.json]
+
+Prints, per variant: the first call (compilation included), warm seconds and TFLOP/s of a full 32K prefill and of
+suffixes over a cached prefix (the shapes a NIAH grid is made of), and where the GPU time of one warm 32K prefill
+goes (torch.profiler, kernels grouped as matmul / attention / merge / other), with the GPU's idle share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from kanana_longctx.run import attention
+
+CASES = ((0, 32768), (28672, 4096), (15360, 1024), (8000, 256))  # (cached prefix, suffix tokens)
+
+
+def cuda_seconds(fn, repeats=3):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def kernel_group(name: str) -> str:
+    low = name.lower()
+    if any(k in low for k in ("cudnn", "fmha", "flash", "attention", "sdpa")):
+        return "attention"
+    if "merge" in low:
+        return "merge"
+    if any(k in low for k in ("gemm", "nvjet", "cutlass", "sm90_xmma", "matmul")):
+        return "matmul"
+    if "triton" in low:
+        return "fused elementwise (triton)"
+    return "other elementwise / copies"
+
+
+def profile_split(fn) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    groups: dict[str, float] = {}
+    for event in prof.key_averages():
+        us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+        if us and event.key and not event.key.startswith("ProfilerStep"):
+            g = kernel_group(event.key)
+            groups[g] = groups.get(g, 0.0) + us / 1e6
+    busy = sum(groups.values())
+    out = {g: round(s, 4) for g, s in sorted(groups.items(), key=lambda kv: -kv[1])}
+    out["gpu_busy_s"] = round(busy, 4)
+    out["wall_s"] = round(wall, 4)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", default="llama-8b")
+    ap.add_argument("--variants", default="modules,fused eager,fused compiled", help="comma list of variants")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    from kanana_longctx.bench.models import random_model
+    from kanana_longctx.run.engine import finish_loaded
+    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+    from kanana_longctx.run.flops import ModelShape, suffix_flops
+
+    model = random_model(args.shape, device="cuda", dtype="bfloat16", yarn=True)
+    loaded = finish_loaded(model, "cuda", "bfloat16", "cudnn", {"factor": 4.4, "original_max_position_embeddings": 32768})
+    shape = ModelShape.from_config(model.config)
+    ids = torch.randint(0, model.config.vocab_size, (32768,), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    variants = {"modules": dict(fuse_layers=False), "fused eager": dict(compile_layers=False), "fused compiled": {}}
+    rows = []
+    for name in args.variants.split(","):
+        name = name.strip()
+        kwargs = variants[name]
+        attention._planned_shapes.clear()
+        fast = PrefixReusingLlama(loaded, max_tokens=32768 + 64, **kwargs)
+        t = time.perf_counter()
+        fast.prefill(ids, 0)
+        torch.cuda.synchronize()
+        row = {"variant": name, "first_32k_prefill_s": round(time.perf_counter() - t, 2)}
+        for prefix, suffix in CASES:
+            s = cuda_seconds(lambda: fast.prefill(ids[prefix : prefix + suffix], prefix))
+            flops = suffix_flops(shape, prefix, suffix)
+            row[f"{suffix}@{prefix}"] = {"s": round(s, 4), "tflops": round(flops / s / 1e12, 1)}
+        row["profile_32k"] = profile_split(lambda: fast.prefill(ids, 0))
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        fast = None
+        torch.cuda.empty_cache()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

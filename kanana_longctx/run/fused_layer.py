@@ -1,0 +1,229 @@
+"""The two halves of a prefill layer as plain functions over fused weights, compiled once for every layer.
+
+Usage: layers = FusedLayers.for_model(model, compile=True)  # None when the layout does not fit
+       q, k, v = layers.pre(i, x, cos, sin); ...attention...; x = layers.post(i, x, o)
+
+Why: in a long prefill the matmuls and the attention kernel run near the GPU's peak, and the rest of a layer is a
+dozen memory-bound passes over (tokens x hidden) activations: RMSNorm in float32, RoPE with its concatenations,
+the transposes, SiLU(gate) * up, the residual adds. torch.compile fuses them into a few Triton kernels, and one
+QKV and one gate-up matmul replace five narrower ones (the k and v projections are 1024 wide). The functions take
+the weights as arguments, so a single compiled graph (dynamic in the token count) serves all layers; the attention
+call stays outside, in kanana_longctx.run.attention.
+
+The fused weights are concatenated once and the model's own projection weights become views into them, so fusing
+costs no memory and transformers' modules (the plain loop, the decode step) keep working on the same tensors.
+The arithmetic is transformers' own (Llama/Qwen RMSNorm in float32, rotate-half RoPE); compiled code rounds the
+fused elementwise chains once instead of after every op, within bf16 tolerance (tests/test_gpu.py checks it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """transformers' LlamaRMSNorm / Qwen3RMSNorm: normalise in float32, scale in the input dtype."""
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def pre_attention(x, norm_w, eps: float, w_qkv, b_qkv, q_norm_w, k_norm_w, cos, sin, n_heads: int, n_kv: int, head_dim: int):
+    """RMSNorm, one QKV matmul, optional per-head q/k norms (Qwen3), RoPE. x: (1, T, hidden); returns q, k, v as
+    (1, heads, T, head_dim)."""
+    T = x.shape[1]
+    qkv = F.linear(rms_norm(x, norm_w, eps), w_qkv, b_qkv)
+    q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
+    q = q.view(1, T, n_heads, head_dim)
+    k = k.view(1, T, n_kv, head_dim)
+    v = v.view(1, T, n_kv, head_dim)
+    if q_norm_w is not None:
+        q, k = rms_norm(q, q_norm_w, eps), rms_norm(k, k_norm_w, eps)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    q = q * cos + _rotate_half(q) * sin
+    k = k * cos + _rotate_half(k) * sin
+    return q, k, v
+
+
+def post_attention(x, o, w_o, b_o, norm_w, eps: float, w_gate_up, b_gate_up, w_down, b_down, ffn: int):
+    """o_proj and residual, RMSNorm, one gate-up matmul, SiLU(gate) * up, down and residual. o: (1, heads, T, d)."""
+    T = x.shape[1]
+    x = x + F.linear(o.transpose(1, 2).reshape(1, T, -1), w_o, b_o)
+    gate, up = F.linear(rms_norm(x, norm_w, eps), w_gate_up, b_gate_up).split([ffn, ffn], dim=-1)
+    return x + F.linear(F.silu(gate) * up, w_down, b_down)
+
+
+@dataclass(frozen=True)
+class _LayerWeights:
+    input_norm: torch.Tensor
+    input_eps: float
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    q_norm: torch.Tensor | None
+    k_norm: torch.Tensor | None
+    o: torch.Tensor
+    o_bias: torch.Tensor | None
+    post_norm: torch.Tensor
+    post_eps: float
+    gate_up: torch.Tensor
+    gate_up_bias: torch.Tensor | None
+    down: torch.Tensor
+    down_bias: torch.Tensor | None
+
+
+def _eps(norm) -> float | None:
+    for name in ("variance_epsilon", "eps"):
+        value = getattr(norm, name, None)
+        if isinstance(value, float):
+            return value
+    return None
+
+
+def fusable(model) -> tuple[bool, str]:
+    """Whether every layer has the plain pre-norm Llama/Qwen layout with SiLU MLP and RMSNorm; why not."""
+    cfg = model.config
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return False, f"activation {cfg.hidden_act} (fused layers assume SiLU)"
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        parts = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+        if any(type(p) is not torch.nn.Linear for p in parts):
+            return False, "projections are not plain Linear layers (quantised or wrapped)"
+        weights = [p.weight for p in parts]
+        if any(w.device != weights[0].device or w.is_meta for w in weights):
+            return False, "weights are offloaded or spread over devices"
+        norms = [layer.input_layernorm, layer.post_attention_layernorm]
+        if hasattr(attn, "q_norm"):
+            norms += [attn.q_norm, attn.k_norm]
+        if any(_eps(n) is None or "RMSNorm" not in type(n).__name__ for n in norms):
+            return False, "norms are not RMSNorm"
+        if hasattr(attn, "q_norm") and _eps(attn.q_norm) != _eps(layer.input_layernorm):
+            return False, "q/k norms use another epsilon"
+    return True, ""
+
+
+def _fuse_linears(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One weight (and bias) for several Linear layers with the same input; the layers' own parameters become
+    views into it (no extra memory once the old tensors are freed)."""
+    if all(getattr(p, "_kanana_fused", None) is not None for p in linears):
+        return linears[0]._kanana_fused
+    weight = torch.cat([p.weight.detach() for p in linears])
+    has_bias = [p.bias is not None for p in linears]
+    bias = None
+    if any(has_bias):
+        bias = torch.cat(
+            [p.bias.detach() if p.bias is not None else weight.new_zeros(p.out_features) for p in linears]
+        )
+    offset = 0
+    for p in linears:
+        n = p.out_features
+        p.weight = torch.nn.Parameter(weight[offset : offset + n], requires_grad=False)
+        if p.bias is not None:
+            p.bias = torch.nn.Parameter(bias[offset : offset + n], requires_grad=False)
+        offset += n
+    for p in linears:
+        p._kanana_fused = (weight, bias)
+    return weight, bias
+
+
+COMPILE_ENV = "KANANA_LONGCTX_COMPILE"  # "0" turns the compiled layer halves off (eager fused layers instead)
+
+
+def compile_wanted(device_type: str) -> bool:
+    """The default: compiled on CUDA (Triton kernels), eager elsewhere (inductor's C++ build costs more on a CPU
+    than the fusion saves), unless KANANA_LONGCTX_COMPILE=0."""
+    return device_type == "cuda" and os.environ.get(COMPILE_ENV, "1") != "0"
+
+
+class FusedLayers:
+    """The fused weights of every layer and the two (optionally compiled) layer halves. If compilation fails on
+    the first call (no Triton, an unsupported compiler), the eager halves take over and `compile_error` says why."""
+
+    def __init__(self, model, compile: bool):
+        cfg = model.config
+        self.compile_error = ""
+        self._proven = False  # a compiled call has succeeded: later errors are real errors
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.ffn = cfg.intermediate_size
+        self.compiled = compile
+        self._pre = torch.compile(pre_attention, dynamic=True) if compile else pre_attention
+        self._post = torch.compile(post_attention, dynamic=True) if compile else post_attention
+        self.layers = []
+        with torch.no_grad():
+            for layer in model.model.layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                qkv, qkv_bias = _fuse_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+                gate_up, gate_up_bias = _fuse_linears([mlp.gate_proj, mlp.up_proj])
+                has_qk_norm = hasattr(attn, "q_norm")
+                self.layers.append(
+                    _LayerWeights(
+                        input_norm=layer.input_layernorm.weight,
+                        input_eps=_eps(layer.input_layernorm),
+                        qkv=qkv,
+                        qkv_bias=qkv_bias,
+                        q_norm=attn.q_norm.weight if has_qk_norm else None,
+                        k_norm=attn.k_norm.weight if has_qk_norm else None,
+                        o=attn.o_proj.weight,
+                        o_bias=attn.o_proj.bias,
+                        post_norm=layer.post_attention_layernorm.weight,
+                        post_eps=_eps(layer.post_attention_layernorm),
+                        gate_up=gate_up,
+                        gate_up_bias=gate_up_bias,
+                        down=mlp.down_proj.weight,
+                        down_bias=mlp.down_proj.bias,
+                    )
+                )
+
+    @classmethod
+    def for_model(cls, model, *, compile: bool) -> "FusedLayers | None":
+        ok, _ = fusable(model)
+        return cls(model, compile) if ok else None
+
+    def describe(self) -> str:
+        if self.compiled:
+            return "fused layers, compiled"
+        return "fused layers, eager" + (f" (compilation failed: {self.compile_error})" if self.compile_error else "")
+
+    def _run(self, compiled, eager, *args):
+        if not self.compiled:
+            return eager(*args)
+        try:
+            out = compiled(*args)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any compiler failure before the first success: run eagerly
+            if self._proven:
+                raise
+            self.compiled = False
+            self.compile_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+            self._pre, self._post = pre_attention, post_attention
+            return eager(*args)
+        self._proven = True
+        return out
+
+    def pre(self, i: int, x, cos, sin):
+        w = self.layers[i]
+        return self._run(
+            self._pre, pre_attention,
+            x, w.input_norm, w.input_eps, w.qkv, w.qkv_bias, w.q_norm, w.k_norm, cos, sin,
+            self.n_heads, self.n_kv, self.head_dim,
+        )  # fmt: skip
+
+    def post(self, i: int, x, o):
+        w = self.layers[i]
+        return self._run(
+            self._post, post_attention,
+            x, o, w.o, w.o_bias, w.post_norm, w.post_eps, w.gate_up, w.gate_up_bias, w.down, w.down_bias, self.ffn,
+        )  # fmt: skip
