@@ -126,3 +126,4 @@ def test_compile_default_follows_the_device_and_the_environment(monkeypatch):
     assert compile_wanted("cuda") and not compile_wanted("cpu")
     monkeypatch.setenv(COMPILE_ENV, "0")
     assert not compile_wanted("cuda")
+

@@ -127,11 +127,11 @@ def render_summary(console, summary: RunSummary) -> None:
                 )
         console.print(line)
         if summary.prefill_seconds:
-            rate = summary.computed_flops / summary.prefill_seconds / 1e12
-            console.print(
-                f"prefill {summary.prefill_seconds:.1f} s ({rate:.0f} TFLOP/s on the computed FLOPs), "
-                f"decode {summary.decode_seconds:.1f} s"
-            )
+            rate = ""
+            if summary.device == "cuda":
+                tflops = summary.computed_flops / summary.prefill_seconds / 1e12
+                rate = f" ({tflops:.0f} TFLOP/s on the computed FLOPs)"
+            console.print(f"prefill {summary.prefill_seconds:.1f} s{rate}, decode {summary.decode_seconds:.1f} s")
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"results: {summary.out_dir}/results.jsonl")

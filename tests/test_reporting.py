@@ -1,0 +1,25 @@
+"""The end-of-run summary the runner prints."""
+
+from __future__ import annotations
+
+
+def test_the_summary_says_where_the_time_went():
+    """Phase seconds always; the prefill's TFLOP/s only on a GPU (a CPU rate would read as 0)."""
+    import io
+
+    from rich.console import Console
+
+    from kanana_longctx.run.reporting import RunSummary, render_summary
+
+    def text(device: str) -> str:
+        out = io.StringIO()
+        summary = RunSummary(
+            out_dir="runs/x", total=4, skipped=0, ran=4, accuracy_by_length={1000: 1.0}, accuracy=1.0,
+            wall_seconds=10.0, load_seconds=1.0, engine="fast", attention="cudnn", device=device, dtype="bfloat16",
+            computed_flops=4e15, prefill_seconds=8.0, decode_seconds=1.5,
+        )  # fmt: skip
+        render_summary(Console(file=out, width=200), summary)
+        return out.getvalue()
+
+    assert "prefill 8.0 s (500 TFLOP/s on the computed FLOPs), decode 1.5 s" in text("cuda")
+    assert "prefill 8.0 s, decode 1.5 s" in text("cpu")
