@@ -16,21 +16,10 @@ import time
 
 import torch
 
+from kanana_longctx.bench.timing import cuda_seconds, first_call_seconds
 from kanana_longctx.run import attention
 
 CASES = ((0, 32768), (28672, 4096), (15360, 1024), (8000, 256))  # (cached prefix, suffix tokens)
-
-
-def cuda_seconds(fn, repeats=3):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
 
 
 def kernel_group(name: str) -> str:
@@ -92,10 +81,7 @@ def main() -> None:
         kwargs = variants[name]
         attention._planned_shapes.clear()
         fast = PrefixReusingLlama(loaded, max_tokens=32768 + 64, **kwargs)
-        t = time.perf_counter()
-        fast.prefill(ids, 0)
-        torch.cuda.synchronize()
-        row = {"variant": name, "first_32k_prefill_s": round(time.perf_counter() - t, 2)}
+        row = {"variant": name, "first_32k_prefill_s": round(first_call_seconds(lambda: fast.prefill(ids, 0)), 2)}
         for prefix, suffix in CASES:
             s = cuda_seconds(lambda: fast.prefill(ids[prefix : prefix + suffix], prefix))
             flops = suffix_flops(shape, prefix, suffix)

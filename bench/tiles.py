@@ -15,32 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from kanana_longctx.bench.timing import cuda_seconds, first_call_seconds
 from kanana_longctx.run import attention, fast_llama
-
-
-def cuda_seconds(fn, repeats=3):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
-
-
-def first_call_seconds(fn):
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - t
 
 
 def kernel_rows(tiles, prefixes=(16384, 65536, 122880)):

@@ -65,6 +65,10 @@ class BenchReport:
     argmax_agree: str
     versions: dict
 
+    @property
+    def ours_prefill_tflops(self) -> float:
+        return self.ours_computed_flops / self.ours_prefill_s / 1e12 if self.ours_prefill_s > 0 else 0.0
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -173,8 +177,8 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer)
         say(f"ours: {ours.wall_seconds:.1f} s = {ours.wall_seconds / t_peak if t_peak else 0:.2f} x T_peak, "
             f"peak {ours.peak_memory_gib:.1f} GiB, computed {ours.computed_flops:.3e} FLOPs; prefill "
-            f"{ours.prefill_seconds:.1f} s ({ours.computed_flops / max(ours.prefill_seconds, 1e-9) / 1e12:.0f} TFLOP/s "
-            f"on computed), decode {ours.decode_seconds:.1f} s")
+            f"{ours.prefill_seconds:.1f} s ({ours.prefill_tflops:.0f} TFLOP/s on computed), decode "
+            f"{ours.decode_seconds:.1f} s")
         subset = spread_subset(probe_set.probes, request.naive_subset) if request.naive_subset else []
         ours_sub = None
         if subset:

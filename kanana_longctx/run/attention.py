@@ -77,9 +77,12 @@ def attention_with_lse(q, k, v, *, causal: bool, scale: float, kernel: str, recu
     return reference_attention_with_lse(q, k, v, causal=causal, scale=scale)
 
 
-def reference_attention_with_lse(q, k, v, *, causal: bool, scale: float):
-    """Plain float32 attention with top-left causal mask (T == S for causal). For tests and odd devices."""
+def reference_attention_with_lse(q, k, v, *, causal: bool, scale: float, bias=None):
+    """Plain float32 attention with top-left causal mask (T == S for causal) and an optional additive bias (-inf
+    masks a key; lse is -inf where every key is masked). For tests and odd devices."""
     scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    if bias is not None:
+        scores = scores + bias.float()
     if causal:
         T, S = scores.shape[-2:]
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)

@@ -25,6 +25,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kanana_longctx.run.attention import reference_attention_with_lse
+from kanana_longctx.run.fused_layer import rotate_half
+
 MIN_BUCKET = 4096
 SPLIT_MIN_KEYS = 1024  # keys per split at least: below this a split's fixed cost outweighs its share of the work
 
@@ -50,9 +53,7 @@ def _partial_attention(q, k, v, bias, scale: float):
     if q.is_cuda and op is not None:
         res = op(q, k, v, bias, True, 0.0, False, scale=scale)
         return res[0], res[1][..., : q.shape[2]]
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale + bias.float()
-    lse = torch.logsumexp(scores, dim=-1)
-    return torch.matmul(torch.softmax(scores, dim=-1), v.float()).to(q.dtype), lse
+    return reference_attention_with_lse(q, k, v, causal=False, scale=scale, bias=bias)
 
 
 def split_kv_attention(q, k_cache, v_cache, bias, *, capacity: int, splits: int, scale: float):
@@ -131,8 +132,6 @@ class GraphDecoder:
             live = mask.reshape(rows, 1, splits, 1, span).expand(rows, fast.n_kv, splits, groups, span)
             bias = torch.zeros(live.shape, dtype=x.dtype, device=x.device).masked_fill_(~live, float("-inf"))
             bias = bias.reshape(rows * fast.n_kv, splits, groups, span)
-        from kanana_longctx.run.fast_llama import _rotate_half
-
         for i, layer in enumerate(fast.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
@@ -142,8 +141,8 @@ class GraphDecoder:
             if hasattr(attn, "q_norm"):
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
             fast.k_cache[i][self._row_index, :, self.position] = k[:, :, 0]
             fast.v_cache[i][self._row_index, :, self.position] = v[:, 0]
             qf = q.reshape(rows, fast.n_kv, groups, fast.head_dim)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from kanana_longctx.run.fused_layer import FusedLayers, compile_wanted, rotate_half
+
 # Pre-norm Llama layout with plain residuals. Not granite (embedding/residual/logit multipliers) nor olmo2 (norms
 # after attention and MLP): this forward would silently compute something else for them.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -61,11 +63,6 @@ def row_kv_bytes(config, tokens: int, element_size: int = 2) -> int:
     kv = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return 2 * config.num_hidden_layers * kv * tokens * head_dim * element_size
-
-
-def _rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class PrefixReusingLlama:
@@ -113,8 +110,6 @@ class PrefixReusingLlama:
         # Prefill layers as two fused (on CUDA compiled) halves: kanana_longctx.run.fused_layer says why.
         self.fused = None
         if fuse_layers:
-            from kanana_longctx.run.fused_layer import FusedLayers, compile_wanted
-
             compile_layers = compile_wanted(self.device.type) if compile_layers is None else compile_layers
             self.fused = FusedLayers.for_model(model, compile=compile_layers)
         self.rows = max(1, rows)
@@ -211,8 +206,8 @@ class PrefixReusingLlama:
                 if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms, applied before RoPE
                     q, k = attn.q_norm(q), attn.k_norm(k)
                 q, k = q.transpose(1, 2), k.transpose(1, 2)
-                q = q * cos + _rotate_half(q) * sin
-                k = k * cos + _rotate_half(k) * sin
+                q = q * cos + rotate_half(q) * sin
+                k = k * cos + rotate_half(k) * sin
             k_buf, v_buf = self.k_cache[i][row : row + 1], self.v_cache[i][row : row + 1]
             k_buf[:, :, start:end] = k
             v_buf[:, :, start:end] = v

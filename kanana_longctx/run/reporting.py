@@ -39,6 +39,11 @@ class RunSummary:
     def effective_tflops(self) -> float:
         return self.effective_flops / self.wall_seconds / 1e12 if self.wall_seconds > 0 else 0.0
 
+    @property
+    def prefill_tflops(self) -> float:
+        """The prefill's rate on the FLOPs it computed (0.0 when the loop did not time its phases)."""
+        return self.computed_flops / self.prefill_seconds / 1e12 if self.prefill_seconds > 0 else 0.0
+
 
 def accuracy_by_length(records: list[ResultRecord]) -> dict[int, float]:
     sums: dict[int, list[float]] = defaultdict(list)
@@ -129,8 +134,7 @@ def render_summary(console, summary: RunSummary) -> None:
         if summary.prefill_seconds:
             rate = ""
             if summary.device == "cuda":
-                tflops = summary.computed_flops / summary.prefill_seconds / 1e12
-                rate = f" ({tflops:.0f} TFLOP/s on the computed FLOPs)"
+                rate = f" ({summary.prefill_tflops:.0f} TFLOP/s on the computed FLOPs)"
             console.print(f"prefill {summary.prefill_seconds:.1f} s{rate}, decode {summary.decode_seconds:.1f} s")
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
