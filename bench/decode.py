@@ -1,9 +1,12 @@
 """GPU survey of the CUDA-graph decode step (kanana_longctx.run.decode_graph): one fused masked SDPA call over the
-capacity vs split-KV attention, for the row counts and capacities of the README grids.
+capacity vs split-KV attention with masked keys vs split-KV reading live keys only, for the row counts and
+capacities of the README grids.
 
 Usage: python bench/decode.py [--shape llama-8b] [--cases 1x131072,6x32768,6x8192] [--json OUT.json]
 
-Prints milliseconds per decode step (all rows together) and the KV + weight bytes a step must read, as GB/s.
+Two layouts per case: every row near the end of the capacity (the worst case of a bucket), and rows spread over it
+(row r of n at (r + 1) / n of it: a batch of a grid, whose probes differ in length). Prints milliseconds per decode
+step (all rows together) and the weight + live KV bytes a step must read, as GB/s.
 """
 
 from __future__ import annotations
@@ -35,22 +38,26 @@ def main() -> None:
     for case in args.cases.split(","):
         rows, tokens = (int(x) for x in case.split("x"))
         fast = PrefixReusingLlama(loaded, max_tokens=tokens + steps + 8, rows=rows)
-        position = tokens - 8  # every row near the end of its capacity: the worst case of a bucket
-        for label, splits in (("one call", 1), ("split-KV", None)):
-            decoder = GraphDecoder(fast, splits=splits)
-            requests = [(r, 1, position, lambda out: False) for r in range(rows)]
-            decoder.generate_rows(requests, 4)  # capture the bucket's graph
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            decoder.generate_rows(requests, steps + 1)
-            torch.cuda.synchronize()
-            ms = (time.perf_counter() - t) / steps * 1e3
-            capacity = decoder.bucket(position + steps + 1)
-            read = weights + rows * row_kv_bytes(model.config, capacity)
-            row = {"rows": rows, "capacity": capacity, "variant": label, "splits": decoder.splits(capacity),
-                   "ms_per_step": round(ms, 2), "GB_per_s": round(read / ms / 1e6, 0)}
-            print(json.dumps(row), flush=True)
-            rows_out.append(row)
+        layouts = {"end": [tokens - 8] * rows, "spread": [tokens * (r + 1) // rows - 8 for r in range(rows)]}
+        for layout, positions in layouts.items():
+            if layout == "spread" and rows == 1:
+                continue
+            variants = (("one call", 1, False), ("split-KV, masked", None, False), ("split-KV, live keys", None, True))
+            for label, splits, varlen in variants:
+                decoder = GraphDecoder(fast, splits=splits, varlen=varlen)
+                requests = [(r, 1, positions[r], lambda out: False) for r in range(rows)]
+                decoder.generate_rows(requests, 4)  # capture the bucket's graph
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                decoder.generate_rows(requests, steps + 1)
+                torch.cuda.synchronize()
+                ms = (time.perf_counter() - t) / steps * 1e3
+                capacity = decoder.bucket(max(positions) + steps + 1)
+                read = weights + sum(row_kv_bytes(model.config, p + steps) for p in positions)
+                row = {"rows": rows, "capacity": capacity, "layout": layout, "variant": label,
+                       "splits": decoder.splits(capacity), "ms_per_step": round(ms, 2), "GB_per_s": round(read / ms / 1e6, 0)}
+                print(json.dumps(row), flush=True)
+                rows_out.append(row)
         fast = None
         torch.cuda.empty_cache()
     if args.json:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
@@ -98,7 +97,7 @@ def model_checks(rows, shape: str, lengths):
                 row["argmax_equal"] = bool(int(logits.argmax()) == int(ref.argmax()))
             rows.append(row)
             print(row, flush=True)
-        del fast
+        fast = None
         torch.cuda.empty_cache()
 
 

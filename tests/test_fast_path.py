@@ -121,6 +121,65 @@ def test_tiled_prefill_with_a_reused_prefix_matches_transformers(tiny, tile):
     assert fast.decode(logits, 300, 5, lambda out: False) == expected
 
 
+@pytest.mark.parametrize("tile", [0, 16])
+def test_trimmed_last_layer_gives_the_same_logits_and_every_kv(tiny, tile):
+    """The last layer runs attention and MLP for the logits' row only, yet writes K/V for every position: a
+    later suffix over that prefix, and decoding, read them."""
+    model, loaded = tiny
+    ids = torch.randint(0, 1000, (300,), generator=torch.Generator().manual_seed(8))
+    full = PrefixReusingLlama(loaded, max_tokens=320, chunk_tokens=64, tile_tokens=tile, trim_last_layer=False)
+    trimmed = PrefixReusingLlama(loaded, max_tokens=320, chunk_tokens=64, tile_tokens=tile)
+    assert trimmed.trim_last_layer and "last layer" in trimmed.describe()
+    assert trimmed._forward(ids[:200], 0, want_logits=False) is None  # a prefix: K/V only
+    full._forward(ids[:200], 0, want_logits=False)
+    for a, b in zip(full.k_cache + full.v_cache, trimmed.k_cache + trimmed.v_cache):
+        assert _rel(a[:, :, :200], b[:, :, :200]) < 1e-6
+    assert trimmed.k_cache[-1][:, :, :200].abs().sum() > 0
+    with torch.no_grad():
+        ref = model(ids[None]).logits[0, -1]
+    assert _rel(trimmed.prefill(ids[200:], 200), ref) < 1e-5
+    assert _rel(trimmed.prefill(ids, 0), full.prefill(ids, 0)) < 1e-6
+    for a, b in zip(full.k_cache + full.v_cache, trimmed.k_cache + trimmed.v_cache):
+        assert _rel(a[:, :, :300], b[:, :, :300]) < 1e-6
+    with torch.no_grad():
+        expected = model.generate(ids[None], max_new_tokens=4, do_sample=False)[0, 300:].tolist()
+    assert trimmed.decode(trimmed.prefill(ids, 0), 300, 4, lambda out: False) == expected
+
+
+@pytest.mark.parametrize("tile", [0, 16])
+def test_prefill_rows_joins_short_suffixes_and_matches_transformers(tiny, tile, monkeypatch):
+    """Suffixes of several probes in their own rows share one forward (each attends only to its own row); one
+    longer than a chunk runs alone. Every probe's logits equal its own transformers forward."""
+    model, loaded = tiny
+    gen = torch.Generator().manual_seed(9)
+    base = torch.randint(0, 1000, (160,), generator=gen)
+    probes = [
+        torch.cat([base[:100], torch.randint(0, 1000, (40,), generator=gen)]),
+        torch.cat([base[:60], torch.randint(0, 1000, (25,), generator=gen)]),
+        torch.randint(0, 1000, (50,), generator=gen),
+        torch.cat([base[:150], torch.randint(0, 1000, (1,), generator=gen)]),
+        torch.randint(0, 1000, (140,), generator=gen),
+    ]
+    starts = [100, 60, 0, 150, 0]
+    fast = PrefixReusingLlama(loaded, max_tokens=200, chunk_tokens=128, tile_tokens=tile, rows=5)
+    fast.prefill(base, 0, row=0)
+    for row, start in enumerate(starts[1:], 1):
+        fast.copy_prefix(0, row, 0, start)
+    calls = []
+    forward = fast._forward_segments
+    monkeypatch.setattr(fast, "_forward_segments", lambda ids, segments, **kw: calls.append(len(segments)) or forward(ids, segments, **kw))
+    logits = fast.prefill_rows([(p[s:], s, row) for row, (p, s) in enumerate(zip(probes, starts))])
+    # the 140-token probe exceeds the 128-token chunk: two forwards of its own, as it comes; then 40 + 25 + 50 + 1
+    # tokens of the other four share one forward
+    assert calls == [1, 1, 4]
+    for p, out in zip(probes, logits):
+        with torch.no_grad():
+            ref = model(p[None]).logits[0, -1]
+        assert _rel(out, ref) < 1e-5
+    with pytest.raises(ValueError, match="own buffer row"):
+        fast.prefill_rows([(probes[2], 0, 1), (probes[2], 0, 1)])
+
+
 def test_eager_and_static_graph_steps_decode_like_generate(tiny):
     model, loaded = tiny
     gen = torch.Generator().manual_seed(3)
@@ -135,8 +194,8 @@ def test_eager_and_static_graph_steps_decode_like_generate(tiny):
     assert static == ref
 
 
-@pytest.mark.parametrize("splits", [None, 4])
-def test_rows_decode_together_like_generate_each(tiny, splits):
+@pytest.mark.parametrize("splits, varlen", [(None, True), (4, False), (4, True)])
+def test_rows_decode_together_like_generate_each(tiny, splits, varlen):
     """Three probes in three buffer rows (two sharing a prefix copied between rows) step together in the static
     decode step; each output equals its own generate, whatever the others do, and a row that stops early stays
     stopped. A fourth row has no probe and is parked."""
@@ -153,7 +212,7 @@ def test_rows_decode_together_like_generate_each(tiny, splits):
     fast.copy_prefix(0, 1, 0, 60)  # row 1 reuses probe 0's first 60 positions (its own prefix)
     first1 = fast.prefill(probes[1][60:], 60, row=1)
     first2 = fast.prefill(probes[2], 0, row=2)
-    decoder = GraphDecoder(fast, splits=splits)  # 4: split-KV decoding (the CUDA default) over 4 x 50 keys
+    decoder = GraphDecoder(fast, splits=splits, varlen=varlen)  # 4: split-KV decoding (CUDA's default), 4 x 50 keys
     assert decoder.splits(200) == (4 if splits else 1)
     outs = decoder.generate_rows(
         [(0, int(first0.argmax()), 150, lambda out: False),
@@ -186,6 +245,29 @@ def test_split_kv_attention_equals_one_masked_call():
     live = mask.reshape(rows, 1, splits, 1, span).expand(rows, hkv, splits, g, span)
     bias = torch.zeros(live.shape).masked_fill_(~live, float("-inf")).reshape(rows * hkv, splits, g, span)
     out = split_kv_attention(q, k, v, bias, capacity=cap, splits=splits, scale=0.3)
+    assert out.shape == ref.shape
+    assert _rel(out, ref) < 1e-5
+
+
+def test_variable_length_splits_read_only_live_keys_and_equal_one_masked_call():
+    """The variable-length layout (each split a sequence told its live key count) against plain masked attention:
+    a row live in part of its splits, a row live in one, a row with every key live; the buffer is longer than the
+    capacity, so each row's splits start at its own offset in the flat buffer."""
+    from kanana_longctx.run.decode_graph import SplitLayout, split_kv_attention_varlen, split_lengths
+
+    assert split_lengths(torch.tensor([50, 3, 64]), splits=8, span=8).tolist() == [
+        [8, 8, 8, 8, 8, 8, 2, 0], [3, 0, 0, 0, 0, 0, 0, 0], [8] * 8,
+    ]
+    gen = torch.Generator().manual_seed(9)
+    rows, hkv, g, d, cap, splits, buffer = 3, 2, 4, 16, 64, 8, 80
+    q = torch.randn(rows, hkv, g, d, generator=gen)
+    k = torch.randn(rows, hkv, buffer, d, generator=gen)
+    v = torch.randn(rows, hkv, buffer, d, generator=gen)
+    live = torch.tensor([50, 3, 64])
+    mask = (torch.arange(cap)[None] < live[:, None])[:, None, None]
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k[:, :, :cap], v[:, :, :cap], attn_mask=mask, scale=0.3)
+    layout = SplitLayout(rows, hkv, g, buffer, cap, splits, q.device)
+    out = split_kv_attention_varlen(q, k, v, layout.seqlen_k(live), layout, scale=0.3)
     assert out.shape == ref.shape
     assert _rel(out, ref) < 1e-5
 

@@ -117,3 +117,28 @@ def test_compiled_fused_layers_match_the_module_path_in_bf16():
     for start in (1700, 2100, 2490):
         a, b = fused.prefill(ids[start:], start), plain.prefill(ids[start:], start)
         assert _rel(a, b) < 2e-2  # bf16: the compiled chains round once, the modules after every op
+
+
+def test_joined_suffixes_with_cudnn_tiles_match_each_probe_alone_in_bf16():
+    """The GPU default for a batch of probes: compiled layers, cuDNN tiles, short suffixes joined in one forward
+    (`prefill_rows`), the trimmed last layer. Each probe's logits against its own untrimmed forward in its row."""
+    from kanana_longctx.bench.models import random_model
+    from kanana_longctx.run.engine import finish_loaded
+    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+
+    model = random_model("tiny", device="cuda", dtype="bfloat16", yarn=True)
+    loaded = finish_loaded(model, "cuda", "bfloat16", "cudnn", {"factor": 4.4, "original_max_position_embeddings": 4096})
+    gen = torch.Generator(device="cuda").manual_seed(4)
+    base = torch.randint(0, 1000, (3000,), device="cuda", generator=gen)
+    starts = (2900, 1500, 1024, 0)
+    probes = [torch.cat([base[:s], torch.randint(0, 1000, (n,), device="cuda", generator=gen)]) for s, n in zip(starts, (90, 700, 1, 300))]
+    joined = PrefixReusingLlama(loaded, max_tokens=4096, rows=4)
+    alone = PrefixReusingLlama(loaded, max_tokens=4096, rows=1, trim_last_layer=False)
+    assert joined.tile_tokens and joined.trim_last_layer
+    joined.prefill(base, 0)
+    for row, s in enumerate(starts[1:], 1):
+        joined.copy_prefix(0, row, 0, s)
+    outs = joined.prefill_rows([(p[s:], s, row) for row, (p, s) in enumerate(zip(probes, starts))])
+    for p, out in zip(probes, outs):
+        ref = alone.prefill(p, 0)
+        assert _rel(out, ref) < 2e-2

@@ -12,8 +12,11 @@ query heads are folded into the query rows so no K/V is ever expanded.
 
 Split-KV attention ("flash decoding"): one decode query per kv head is too little work to fill the GPU (one
 thread block per row and kv head streams the whole capacity: 8 of 132 SMs busy for one row at 128K), so the
-capacity is cut into splits that run as separate heads of one memory-efficient-attention call, each returning its
-log-sum-exp, and the partial results are merged exactly. The split views cost no copy of the KV.
+capacity is cut into splits that run as separate sequences of one memory-efficient-attention call, each returning
+its log-sum-exp, and the partial results are merged exactly. The split views cost no copy of the KV. Each split is
+told how many of its keys are live (the kernel's variable-length mode), so a row reads only its own prompt, not
+the whole capacity bucket of the longest row; where that mode is missing or fails a check, a -inf bias masks the
+dead keys instead (which the kernel still reads).
 
 Every row of the fast engine's KV buffers steps at once (one weight read per step for all of them: decoding is
 memory-bound, so a batch of probes costs little more than one). Rows without a probe are parked on a scratch
@@ -56,6 +59,121 @@ def _partial_attention(q, k, v, bias, scale: float):
     return reference_attention_with_lse(q, k, v, causal=False, scale=scale, bias=bias)
 
 
+def split_lengths(live: torch.Tensor, *, splits: int, span: int) -> torch.Tensor:
+    """Live keys in each split of each row, (rows, splits) int32: a row's live keys are positions [0, live)."""
+    starts = torch.arange(splits, device=live.device) * span
+    return (live[:, None] - starts).clamp(0, span).to(torch.int32)
+
+
+def _varlen_attention(q, k, v, seqstart_q, seqstart_k, seqlen_k, max_q: int, max_k: int, scale: float):
+    """The memory-efficient kernel's variable-length mode: sequence b has queries q[0, seqstart_q[b]:
+    seqstart_q[b + 1]] and keys k[0, seqstart_k[b] : seqstart_k[b] + seqlen_k[b]] (one head; layout (1, M, 1, D)).
+    Returns (out like q, lse (sequences, max_q)); lse -inf for a sequence without keys. Off CUDA: the same in
+    float32, one sequence at a time (tests)."""
+    if q.is_cuda:
+        res = torch.ops.aten._efficient_attention_forward(
+            q, k, v, None, seqstart_q, seqstart_k, max_q, max_k, 0.0, 0, True, scale=scale, seqlen_k=seqlen_k
+        )
+        return res[0], res[1][:, 0, :max_q]
+    n = seqlen_k.numel()
+    out = torch.zeros_like(q)
+    lse = torch.full((n, max_q), float("-inf"), device=q.device)
+    for b in range(n):
+        q0, q1, k0 = int(seqstart_q[b]), int(seqstart_q[b + 1]), int(seqstart_k[b])
+        k1 = k0 + int(seqlen_k[b])
+        if k1 > k0:
+            o, l = reference_attention_with_lse(
+                q[:, q0:q1].transpose(1, 2), k[:, k0:k1].transpose(1, 2), v[:, k0:k1].transpose(1, 2),
+                causal=False, scale=scale,
+            )
+            out[:, q0:q1] = o.transpose(1, 2)
+            lse[b, : q1 - q0] = l[0, 0]
+    return out, lse
+
+
+class SplitLayout:
+    """The constant index tensors of variable-length split-KV decoding for one capacity: every (row, kv head,
+    split) is one sequence of `groups` queries whose keys start at its split of the row's buffer."""
+
+    def __init__(self, rows: int, kv_heads: int, groups: int, buffer_tokens: int, capacity: int, splits: int, device):
+        self.rows, self.kv_heads, self.groups, self.splits = rows, kv_heads, groups, splits
+        self.span = capacity // splits
+        n = rows * kv_heads * splits
+        self.seqstart_q = (torch.arange(n + 1, device=device) * groups).to(torch.int32)
+        starts = torch.arange(rows * kv_heads, device=device)[:, None] * buffer_tokens
+        starts = (starts + torch.arange(splits, device=device) * self.span).reshape(n)
+        self.seqstart_k = torch.cat([starts, starts[-1:] + self.span]).to(torch.int32)
+
+    def seqlen_k(self, live: torch.Tensor) -> torch.Tensor:
+        lengths = split_lengths(live, splits=self.splits, span=self.span)  # (rows, splits)
+        return lengths[:, None, :].expand(self.rows, self.kv_heads, self.splits).reshape(-1).contiguous()
+
+
+def split_kv_attention_varlen(q, k_cache, v_cache, seqlen_k, layout: SplitLayout, *, scale: float):
+    """`split_kv_attention` reading only live keys: `seqlen_k` from `layout.seqlen_k(live)`. k/v_cache: the whole
+    (rows, kv_heads, N, D) buffers of one layer (contiguous)."""
+    rows, hkv, g, d = q.shape
+    splits = layout.splits
+    qs = q[:, :, None].expand(rows, hkv, splits, g, d).reshape(1, rows * hkv * splits * g, 1, d)
+    k = k_cache.view(1, -1, 1, d)
+    v = v_cache.view(1, -1, 1, d)
+    out, lse = _varlen_attention(qs, k, v, layout.seqstart_q, layout.seqstart_k, seqlen_k, g, layout.span, scale)
+    return _merge_splits(out.view(rows * hkv, splits, g, d), lse.view(rows * hkv, splits, g), q)
+
+
+def _merge_splits(out, lse, q):
+    """Exact merge of per-split results (rows * kv_heads, splits, groups, D) by their log-sum-exp."""
+    rows, hkv, g, d = q.shape
+    top = lse.amax(dim=1, keepdim=True)
+    weight = torch.exp(lse - top).nan_to_num(0.0)  # a split with no live key weighs 0
+    merged = (out.float().nan_to_num(0.0) * weight.unsqueeze(-1)).sum(1) / weight.sum(1).unsqueeze(-1)
+    return merged.to(q.dtype).reshape(rows, hkv, g, d)
+
+
+def varlen_works(device) -> tuple[bool, str]:
+    """Whether the kernel's variable-length mode gives the masked result here, eagerly and replayed from a CUDA
+    graph (it is a private op: its arguments may change between torch releases)."""
+    if device.type != "cuda":
+        return True, ""
+    try:
+        gen = torch.Generator(device=device).manual_seed(0)
+        rows, hkv, g, d, n, splits = 2, 2, 4, 128, 4096, 4
+        q = torch.randn(rows, hkv, g, d, device=device, dtype=torch.bfloat16, generator=gen)
+        k = torch.randn(rows, hkv, n, d, device=device, dtype=torch.bfloat16, generator=gen)
+        v = torch.randn(rows, hkv, n, d, device=device, dtype=torch.bfloat16, generator=gen)
+        live = torch.tensor([1000, 4096], device=device)
+        layout = SplitLayout(rows, hkv, g, n, n, splits, device)
+        mask = torch.arange(n, device=device)[None] < live[:, None]
+        expected = split_kv_attention(q, k, v, _bias(mask, rows, hkv, splits, g, q.dtype), capacity=n, splits=splits, scale=0.1)
+        seqlen = layout.seqlen_k(live)
+        eager = split_kv_attention_varlen(q, k, v, seqlen, layout, scale=0.1)
+        graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            split_kv_attention_varlen(q, k, v, seqlen, layout, scale=0.1)
+        torch.cuda.current_stream().wait_stream(stream)
+        with torch.cuda.graph(graph):
+            replayed = split_kv_attention_varlen(q, k, v, seqlen, layout, scale=0.1)
+        graph.replay()
+        torch.cuda.synchronize()
+        for got in (eager, replayed):
+            err = float((got.float() - expected.float()).norm() / expected.float().norm())
+            if not err < 1e-2:
+                return False, f"variable-length split-KV differs from the masked call (rel. error {err:.1e})"
+        return True, ""
+    except Exception as exc:  # noqa: BLE001 - a private op that is missing or changed: use the masked call
+        return False, f"variable-length split-KV unavailable ({type(exc).__name__})"
+
+
+def _bias(mask: torch.Tensor, rows: int, kv_heads: int, splits: int, groups: int, dtype) -> torch.Tensor:
+    """The (rows, capacity) live-key mask as the additive bias of `split_kv_attention`."""
+    span = mask.shape[-1] // splits
+    live = mask.reshape(rows, 1, splits, 1, span).expand(rows, kv_heads, splits, groups, span)
+    bias = torch.zeros(live.shape, dtype=dtype, device=mask.device).masked_fill_(~live, float("-inf"))
+    return bias.reshape(rows * kv_heads, splits, groups, span)
+
+
 def split_kv_attention(q, k_cache, v_cache, bias, *, capacity: int, splits: int, scale: float):
     """Decode attention over the first `capacity` positions of the KV buffers, in `splits` parts merged by their
     log-sum-exp. q: (rows, kv_heads, groups, D), grouped query heads folded into rows; k/v_cache: (rows, kv_heads,
@@ -67,18 +185,21 @@ def split_kv_attention(q, k_cache, v_cache, bias, *, capacity: int, splits: int,
     v = v_cache[:, :, :capacity].reshape(rows * hkv, splits, span, d)
     qs = q.reshape(rows * hkv, 1, g, d).expand(rows * hkv, splits, g, d).contiguous()
     out, lse = _partial_attention(qs, k, v, bias, scale)  # (rows*hkv, splits, g, d), (rows*hkv, splits, g)
-    top = lse.amax(dim=1, keepdim=True)
-    weight = torch.exp(lse - top).nan_to_num(0.0)  # a split with no live key weighs 0
-    merged = (out.float().nan_to_num(0.0) * weight.unsqueeze(-1)).sum(1) / weight.sum(1).unsqueeze(-1)
-    return merged.to(q.dtype).reshape(rows, hkv, g, d)
+    return _merge_splits(out, lse, q)
 
 
 class GraphDecoder:
-    def __init__(self, fast, splits: int | None = None):
+    def __init__(self, fast, splits: int | None = None, varlen: bool | None = None):
         """`splits`: split-KV parts per step (None: chosen per capacity from the GPU's SM count; 1 on CPU, where
-        one fused SDPA call over the masked capacity runs instead)."""
+        one fused SDPA call over the masked capacity runs instead). `varlen`: splits read only their live keys
+        (None: where `varlen_works`)."""
         self.fast = fast
         self._splits = splits
+        self.varlen_note = ""
+        if varlen is None:
+            varlen, self.varlen_note = varlen_works(fast.device)
+        self.varlen = varlen
+        self._layouts: dict[int, SplitLayout] = {}
         self._sms = torch.cuda.get_device_properties(fast.device).multi_processor_count if fast.device.type == "cuda" else 0
         dev = fast.device
         rows = fast.rows
@@ -127,11 +248,15 @@ class GraphDecoder:
         mask[self._row_index, 0, 0, seen] = self._true  # a device tensor: a Python True would be a host copy
         groups = fast.n_heads // fast.n_kv
         splits = self.splits(capacity)
-        if splits > 1:  # the mask as an additive bias in the split layout, built once for all layers
-            span = capacity // splits
-            live = mask.reshape(rows, 1, splits, 1, span).expand(rows, fast.n_kv, splits, groups, span)
-            bias = torch.zeros(live.shape, dtype=x.dtype, device=x.device).masked_fill_(~live, float("-inf"))
-            bias = bias.reshape(rows * fast.n_kv, splits, groups, span)
+        if splits > 1 and self.varlen:  # live keys per split: [0, position] of live rows, one key of parked ones
+            layout = self._layouts.get(capacity)
+            if layout is None:
+                layout = self._layouts[capacity] = SplitLayout(
+                    rows, fast.n_kv, groups, fast.max_tokens, capacity, splits, x.device
+                )
+            seqlen_k = layout.seqlen_k(torch.where(self.advance > 0, seen + 1, 1))
+        elif splits > 1:  # the mask as an additive bias in the split layout, built once for all layers
+            bias = _bias(mask[:, 0, 0], rows, fast.n_kv, splits, groups, x.dtype)
         for i, layer in enumerate(fast.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
@@ -146,7 +271,11 @@ class GraphDecoder:
             fast.k_cache[i][self._row_index, :, self.position] = k[:, :, 0]
             fast.v_cache[i][self._row_index, :, self.position] = v[:, 0]
             qf = q.reshape(rows, fast.n_kv, groups, fast.head_dim)
-            if splits > 1:
+            if splits > 1 and self.varlen:
+                o = split_kv_attention_varlen(
+                    qf, fast.k_cache[i], fast.v_cache[i], seqlen_k, layout, scale=attn.scaling
+                )
+            elif splits > 1:
                 o = split_kv_attention(
                     qf, fast.k_cache[i], fast.v_cache[i], bias, capacity=capacity, splits=splits, scale=attn.scaling
                 )

@@ -18,6 +18,8 @@ step for all of them (`decode_rows`); a row that has not seen a long enough pref
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from kanana_longctx.run.fused_layer import FusedLayers, compile_wanted, rotate_half
@@ -65,6 +67,15 @@ def row_kv_bytes(config, tokens: int, element_size: int = 2) -> int:
     return 2 * config.num_hidden_layers * kv * tokens * head_dim * element_size
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One probe's share of a forward: positions [start, start + tokens) of KV buffer row `row`."""
+
+    row: int
+    start: int
+    tokens: int
+
+
 class PrefixReusingLlama:
     """Owns the KV buffer; runs prefill chunks and greedy decoding for one sequence at a time."""
 
@@ -79,6 +90,7 @@ class PrefixReusingLlama:
         rows: int = 1,
         fuse_layers: bool = True,
         compile_layers: bool | None = None,
+        trim_last_layer: bool = True,
     ):
         from kanana_longctx.run.attention import attend, attend_tiles
 
@@ -106,6 +118,9 @@ class PrefixReusingLlama:
             max_tokens += -max_tokens % self.tile_tokens
         self.max_tokens = max_tokens
         self.use_graphs = use_graphs
+        # The last layer's attention and MLP output feeds nothing but the logits, so it runs only for positions
+        # whose logits are wanted; its K/V (from the layer's input) are still written for every position.
+        self.trim_last_layer = trim_last_layer
         self._graph_decoder = None
         # Prefill layers as two fused (on CUDA compiled) halves: kanana_longctx.run.fused_layer says why.
         self.fused = None
@@ -124,6 +139,8 @@ class PrefixReusingLlama:
         parts = [self.fused.describe() if self.fused is not None else "transformers' layer modules"]
         parts.append(f"attention tiles of {self.tile_tokens}" if self.tile_tokens else "exact-shape attention")
         parts.append(f"{self.rows} KV row{'s' if self.rows > 1 else ''}")
+        if self.trim_last_layer:
+            parts.append("last layer for the logits' rows only")
         if self.device.type == "cuda" and self.use_graphs:
             parts.append("CUDA-graph decode with split-KV attention")
         return ", ".join(parts)
@@ -152,6 +169,45 @@ class PrefixReusingLlama:
             c1 = min(end, c0 + self.chunk_tokens - c0 % self.chunk_tokens)
             logits = self._forward(ids[c0 - start : c1 - start], c0, want_logits=c1 == end, row=row)
             c0 = c1
+        return logits
+
+    @torch.inference_mode()
+    def prefill_rows(self, requests) -> list[torch.Tensor]:
+        """Prefill several probes, each in its own buffer row: `requests` holds (ids, start, row) with distinct
+        rows; returns each one's last-position logits, in order.
+
+        Why: a short suffix alone is mostly fixed cost on a GPU (a 256-token suffix over 8K cached tokens takes
+        ~40 ms on the H100, a sixth of it arithmetic): every layer reads all its weights and launches the same
+        kernels whatever the token count. Suffixes that fit in one chunk together share one forward: their
+        projections and MLPs run as one matmul over all their tokens, their attention per probe against its own
+        row. Longer ones run alone, in chunks, as `prefill` does."""
+        logits: list[torch.Tensor | None] = [None] * len(requests)
+        if len({row for _, _, row in requests}) != len(requests):
+            raise ValueError("each request of prefill_rows needs its own buffer row")
+        group: list[int] = []
+        group_tokens = 0
+
+        def flush():
+            if group:
+                ids = torch.cat([torch.as_tensor(requests[j][0], dtype=torch.long) for j in group]).to(self.device)
+                segments = [Segment(requests[j][2], requests[j][1], len(requests[j][0])) for j in group]
+                for j, out in zip(group, self._forward_segments(ids, segments, want_logits=True)):
+                    logits[j] = out
+            group.clear()
+
+        for j, (ids, start, row) in enumerate(requests):
+            n = len(ids)
+            if start + n > self.max_tokens:
+                raise ValueError(f"{start + n} tokens exceed the KV buffer of {self.max_tokens}")
+            if n > self.chunk_tokens or n == 0:
+                logits[j] = self.prefill(ids, start, row=row)
+                continue
+            if group_tokens + n > self.chunk_tokens:
+                flush()
+                group_tokens = 0
+            group.append(j)
+            group_tokens += n
+        flush()
         return logits
 
     @torch.inference_mode()
@@ -188,42 +244,77 @@ class PrefixReusingLlama:
         return out
 
     def _forward(self, ids: torch.Tensor, start: int, *, want_logits: bool, row: int = 0):
-        T = ids.numel()
+        out = self._forward_segments(ids, (Segment(row, start, ids.numel()),), want_logits=want_logits)
+        return None if out is None else out[0]
+
+    def _forward_segments(self, ids: torch.Tensor, segments, *, want_logits: bool):
+        """One forward over the concatenated tokens of `segments` (distinct rows); the last-position logits of
+        each segment when `want_logits`, else None."""
         x = self.inner.embed_tokens(ids[None])
-        positions = torch.arange(start, start + T, device=self.device)[None]
-        cos, sin = self.inner.rotary_emb(x, positions)
+        positions = torch.cat([torch.arange(s.start, s.start + s.tokens, device=self.device) for s in segments])
+        cos, sin = self.inner.rotary_emb(x, positions[None])
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        end = start + T
+        offsets, last_rows = [], []
+        for s in segments:
+            offsets.append(last_rows[-1] + 1 if last_rows else 0)
+            last_rows.append(offsets[-1] + s.tokens - 1)
         for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            if self.fused is not None:
-                q, k, v = self.fused.pre(i, x, cos, sin)
-            else:
-                h = layer.input_layernorm(x)
-                q = attn.q_proj(h).view(1, T, self.n_heads, self.head_dim)
-                k = attn.k_proj(h).view(1, T, self.n_kv, self.head_dim)
-                v = attn.v_proj(h).view(1, T, self.n_kv, self.head_dim).transpose(1, 2)
-                if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms, applied before RoPE
-                    q, k = attn.q_norm(q), attn.k_norm(k)
-                q, k = q.transpose(1, 2), k.transpose(1, 2)
-                q = q * cos + rotate_half(q) * sin
-                k = k * cos + rotate_half(k) * sin
-            k_buf, v_buf = self.k_cache[i][row : row + 1], self.v_cache[i][row : row + 1]
-            k_buf[:, :, start:end] = k
-            v_buf[:, :, start:end] = v
-            if self.tile_tokens:
-                o = self._attend_tiles(
-                    q, k_buf, v_buf, q_start=start, tile=self.tile_tokens, kernel=self.kernel, scale=attn.scaling
-                )
-            else:
-                o = self._attend(
-                    q, k_buf[:, :, :end], v_buf[:, :, :end], q_start=start, kernel=self.kernel, scale=attn.scaling
-                )
-            if self.fused is not None:
-                x = self.fused.post(i, x, o)
-            else:
-                x = x + attn.o_proj(o.transpose(1, 2).reshape(1, T, self.n_heads * self.head_dim))
-                x = x + layer.mlp(layer.post_attention_layernorm(x))
+            trim = self.trim_last_layer and i == len(self.layers) - 1
+            q, k, v = self._qkv(i, layer, x, cos, sin)
+            outs = []
+            for s, offset in zip(segments, offsets):
+                k_buf, v_buf = self.k_cache[i][s.row : s.row + 1], self.v_cache[i][s.row : s.row + 1]
+                end = s.start + s.tokens
+                k_buf[:, :, s.start : end] = k[:, :, offset : offset + s.tokens]
+                v_buf[:, :, s.start : end] = v[:, :, offset : offset + s.tokens]
+                if trim and not want_logits:
+                    continue  # nothing reads this layer's output: its K/V were all that was needed
+                if trim:
+                    outs.append(self._attention(q[:, :, offset + s.tokens - 1 : offset + s.tokens], k_buf, v_buf, end - 1, layer))
+                else:
+                    outs.append(self._attention(q[:, :, offset : offset + s.tokens], k_buf, v_buf, s.start, layer))
+            if not outs:
+                return None
+            # Joined along the tokens of the (1, T, heads, head_dim) layout the attention returns its views of.
+            o = outs[0] if len(outs) == 1 else torch.cat([o.transpose(1, 2) for o in outs], dim=1).transpose(1, 2)
+            if trim:
+                x = x[:, last_rows]
+            x = self._finish_layer(i, layer, x, o)
         if not want_logits:
             return None
-        return self.lm_head(self.inner.norm(x[:, -1:])).float()[0, -1]
+        if not self.trim_last_layer:
+            x = x[:, last_rows]
+        return list(self.lm_head(self.inner.norm(x)).float()[0].unbind(0))
+
+    def _qkv(self, i: int, layer, x, cos, sin):
+        """Norm, projections and RoPE of layer i: q, k, v as (1, heads, T, head_dim)."""
+        if self.fused is not None:
+            return self.fused.pre(i, x, cos, sin)
+        attn = layer.self_attn
+        T = x.shape[1]
+        h = layer.input_layernorm(x)
+        q = attn.q_proj(h).view(1, T, self.n_heads, self.head_dim)
+        k = attn.k_proj(h).view(1, T, self.n_kv, self.head_dim)
+        v = attn.v_proj(h).view(1, T, self.n_kv, self.head_dim).transpose(1, 2)
+        if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms, applied before RoPE
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        return q, k, v
+
+    def _attention(self, q, k_buf, v_buf, q_start: int, layer):
+        """Queries at [q_start, q_start + T) over the row's keys up to their end, already written."""
+        scale = layer.self_attn.scaling
+        if self.tile_tokens:
+            return self._attend_tiles(q, k_buf, v_buf, q_start=q_start, tile=self.tile_tokens, kernel=self.kernel, scale=scale)
+        end = q_start + q.shape[2]
+        return self._attend(q, k_buf[:, :, :end], v_buf[:, :, :end], q_start=q_start, kernel=self.kernel, scale=scale)
+
+    def _finish_layer(self, i: int, layer, x, o):
+        """o_proj, residual and MLP of layer i. o: (1, heads, T, head_dim)."""
+        if self.fused is not None:
+            return self.fused.post(i, x, o)
+        T = x.shape[1]
+        x = x + layer.self_attn.o_proj(o.transpose(1, 2).reshape(1, T, self.n_heads * self.head_dim))
+        return x + layer.mlp(layer.post_attention_layernorm(x))

@@ -14,6 +14,7 @@ class ModelShape:
     non_embedding_params: float
     hidden: int  # attention width: heads x head_dim
     layers: int
+    qkv_params: float = 0.0  # of one layer: the q, k and v projections
 
     @classmethod
     def from_config(cls, config) -> "ModelShape":
@@ -25,7 +26,12 @@ class ModelShape:
         layers = int(config.num_hidden_layers)
         attn = hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2
         mlp = 3 * hidden * ffn
-        return cls(non_embedding_params=float(layers * (attn + mlp)), hidden=heads * head_dim, layers=layers)
+        return cls(
+            non_embedding_params=float(layers * (attn + mlp)),
+            hidden=heads * head_dim,
+            layers=layers,
+            qkv_params=float(hidden * (heads + 2 * kv) * head_dim),
+        )
 
 
 def prefill_flops(shape: ModelShape, length: int) -> float:
@@ -37,6 +43,17 @@ def suffix_flops(shape: ModelShape, prefix: int, suffix: int) -> float:
     """FLOPs of computing `suffix` tokens against `prefix` cached ones (rectangle + causal square)."""
     attn = 2.0 * shape.hidden * shape.layers * (2.0 * suffix * prefix + suffix * suffix)
     return 2.0 * shape.non_embedding_params * suffix + attn
+
+
+def last_layer_skipped_flops(shape: ModelShape, prefix: int, rows: int) -> float:
+    """FLOPs the trimmed last layer (kanana_longctx.run.fast_llama) leaves out for `rows` query rows that follow
+    `prefix` positions: their attention (rectangle + causal square, as in `suffix_flops`), o_proj and MLP. It still
+    runs their QKV matmul, for the K/V the cache needs."""
+    if rows <= 0:
+        return 0.0
+    per_layer = shape.non_embedding_params / shape.layers
+    attention = 2.0 * shape.hidden * (2.0 * rows * prefix + rows * rows)
+    return 2.0 * (per_layer - shape.qkv_params) * rows + attention
 
 
 def grid_flops(shape: ModelShape, lengths) -> float:

@@ -106,12 +106,13 @@ def decode_rows_for(loaded, buffer_tokens: int, probes: int) -> int:
 
 
 def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> LoopStats:
-    """Prefix reuse: compute the longest shared prefix once, then each probe's suffix, longest prefix first; decode
-    probes in batches, one KV buffer row each (kanana_longctx.run.fast_llama explains the rows)."""
+    """Prefix reuse: compute the longest shared prefix once, then each probe's suffix, longest prefix first. Probes
+    go in batches, one KV buffer row each (kanana_longctx.run.fast_llama explains the rows): a batch's suffixes are
+    prefilled together (short ones share one forward) and then decoded together."""
     import numpy as np
 
     from kanana_longctx.run.fast_llama import PrefixReusingLlama
-    from kanana_longctx.run.flops import ModelShape, prefill_flops, suffix_flops
+    from kanana_longctx.run.flops import ModelShape, last_layer_skipped_flops, prefill_flops, suffix_flops
 
     if not pending:
         return LoopStats(0.0)
@@ -128,6 +129,7 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
     )
     stop = _make_stop(tokenizer, stop_ids, probe_set.form)
     reporter.note(f"fast engine: {fast.describe()}")
+    trimmed = fast.trim_last_layer
     computed = 0.0
     seconds = {"prefill": 0.0, "decode": 0.0}
     t_prefill = time.perf_counter()
@@ -135,31 +137,39 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
     top = max(reusable)
     if top:
         fast.prefill(shared[:top], 0)
-        computed += prefill_flops(shape, top)
+        computed += prefill_flops(shape, top) - (last_layer_skipped_flops(shape, 0, top) if trimmed else 0.0)
         valid[0] = top
-    batch = []  # (probe, row, first logits, prefill seconds, prefill tokens)
+    batch = []  # (probe, row, ids, start): prefilled together, then decoded together
     for probe, s in zip(order, reusable):
-        t = time.perf_counter()
         row = len(batch)
         ids = np.asarray(probe.input_ids, dtype=np.int64)
         source = max(range(rows), key=lambda r: valid[r])
         start = s if s and s <= valid[source] and np.array_equal(ids[:s], shared[:s]) else 0
-        if start > valid[row]:
+        if start > valid[row]:  # every copy of a batch happens before its prefill overwrites anything
             fast.copy_prefix(source, row, valid[row], start)
-        logits = fast.prefill(ids[start:], start, row=row)
-        computed += suffix_flops(shape, start, len(ids) - start)
-        valid[row] = start  # the probe overwrote everything from `start` on
-        batch.append((probe, row, logits, time.perf_counter() - t, len(ids) - start))
+            valid[row] = start
+        batch.append((probe, row, ids, start))
         if len(batch) == rows or probe is order[-1]:
+            t = time.perf_counter()
+            logits = fast.prefill_rows([(ids[start:], start, row) for _, row, ids, start in batch])
+            for _, row, ids, start in batch:
+                valid[row] = start  # the probe overwrote everything from `start` on
+                n = len(ids) - start
+                computed += suffix_flops(shape, start, n) - (last_layer_skipped_flops(shape, start, n - 1) if trimmed else 0.0)
             _synchronize(loaded)
             t_decode = time.perf_counter()
             seconds["prefill"] += t_decode - t_prefill
-            _decode_batch(fast, batch, tokenizer, stop, max_new, writer, reporter)
+            share = (t_decode - t) / len(batch)
+            prefilled = [(p, row, first, share, len(ids) - start) for (p, row, ids, start), first in zip(batch, logits)]
+            _decode_batch(fast, prefilled, tokenizer, stop, max_new, writer, reporter)
             t_prefill = time.perf_counter()
             seconds["decode"] += t_prefill - t_decode
             batch = []
     if fast.fused is not None and fast.fused.compile_error:
         reporter.note(f"fast engine: {fast.fused.describe()}")
+    decoder = fast._graph_decoder
+    if decoder is not None and decoder.varlen_note:
+        reporter.note(f"fast engine: {decoder.varlen_note}; the decode step reads whole capacity buckets")
     return LoopStats(computed, seconds["prefill"], seconds["decode"])
 
 
