@@ -142,3 +142,11 @@ def test_joined_suffixes_with_cudnn_tiles_match_each_probe_alone_in_bf16():
     for p, out in zip(probes, outs):
         ref = alone.prefill(p, 0)
         assert _rel(out, ref) < 2e-2
+
+
+def test_decode_reads_live_keys_only_on_this_gpu():
+    """The kernel's variable-length mode passes the decoder's own check here (else decoding silently falls back to
+    masking, which reads whole capacity buckets: correct, but slower)."""
+    from kanana_longctx.run.decode_graph import varlen_works
+
+    assert varlen_works(torch.device("cuda")) == (True, "")
