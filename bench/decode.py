@@ -12,10 +12,10 @@ step (all rows together) and the weight + live KV bytes a step must read, as GB/
 from __future__ import annotations
 
 import argparse
-import json
-import time
 
 import torch
+
+from kanana_longctx.bench.timing import cuda_seconds, emit_row, write_rows
 
 
 def main() -> None:
@@ -46,23 +46,16 @@ def main() -> None:
             for label, splits, varlen in variants:
                 decoder = GraphDecoder(fast, splits=splits, varlen=varlen)
                 requests = [(r, 1, positions[r], lambda out: False) for r in range(rows)]
-                decoder.generate_rows(requests, 4)  # capture the bucket's graph
-                torch.cuda.synchronize()
-                t = time.perf_counter()
-                decoder.generate_rows(requests, steps + 1)
-                torch.cuda.synchronize()
-                ms = (time.perf_counter() - t) / steps * 1e3
+                # the warm-up call captures the bucket's graph
+                ms = cuda_seconds(lambda: decoder.generate_rows(requests, steps + 1), repeats=1) / steps * 1e3
                 capacity = decoder.bucket(max(positions) + steps + 1)
                 read = weights + sum(row_kv_bytes(model.config, p + steps) for p in positions)
                 row = {"rows": rows, "capacity": capacity, "layout": layout, "variant": label,
                        "splits": decoder.splits(capacity), "ms_per_step": round(ms, 2), "GB_per_s": round(read / ms / 1e6, 0)}
-                print(json.dumps(row), flush=True)
-                rows_out.append(row)
+                emit_row(rows_out, row)
         fast = None
         torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows_out, f, indent=1)
+    write_rows(rows_out, args.json)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ prefill, a suffix prefill over a cached prefix, and one decode step, at several 
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
+from kanana_longctx.bench.timing import write_rows
 from kanana_longctx.run.attention import attend, reference_attention_with_lse
 
 
@@ -111,9 +111,7 @@ def main() -> None:
     print({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}, flush=True)
     attention_checks(rows)
     model_checks(rows, args.shape, [int(x) for x in args.lengths.split(",")])
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(rows, handle, indent=1)
+    write_rows(rows, args.json)
 
 
 if __name__ == "__main__":

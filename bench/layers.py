@@ -14,12 +14,11 @@ are on the full FLOPs of each case (`suffix_flops`), whatever the trimmed last l
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 
-from kanana_longctx.bench.timing import cuda_seconds, first_call_seconds
+from kanana_longctx.bench.timing import cuda_seconds, emit_row, first_call_seconds, write_rows
 from kanana_longctx.run import attention
 
 CASES = ((0, 32768), (28672, 4096), (15360, 1024), (8000, 256))  # (cached prefix, suffix tokens)
@@ -107,13 +106,10 @@ def main() -> None:
             s = cuda_seconds(fn)
             row[f"{n_rows}x{suffix}@{prefix} {how}"] = {"s": round(s, 4), "tflops": round(flops / s / 1e12, 1)}
         row["profile_32k"] = profile_split(lambda: fast.prefill(ids, 0))
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        emit_row(rows, row)
         fast = None
         torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_rows(rows, args.json)
 
 
 if __name__ == "__main__":

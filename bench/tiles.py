@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from kanana_longctx.bench.timing import cuda_seconds, first_call_seconds
+from kanana_longctx.bench.timing import cuda_seconds, first_call_seconds, write_rows
 from kanana_longctx.run import attention, fast_llama
 
 
@@ -128,8 +128,7 @@ def main() -> None:
         rows += forward_rows(loaded, tiles)
     if "grid" not in skip:
         rows += grid_rows(loaded, load_tokenizer(resolve_model(args.tokenizer)), tiles, args.lengths, args.depths)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    write_rows(rows, args.json)
     print("\n".join(json.dumps(r) for r in rows[1:]))
 
 

@@ -12,6 +12,7 @@ Timing thresholds live here, as reported numbers, never in tests.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import tempfile
 import time
@@ -194,10 +195,9 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     pool = subset or list(probe_set.probes)
     # <= 8K tokens: the eager reference materialises heads x L x L scores (16K tokens needed 59 GiB and ran out)
     check = [p for p in pool if p.n_tokens <= 8192][-request.check_logits :] if request.check_logits else []
-    import gc
-
     gc.collect()
-    torch.cuda.empty_cache() if device == "cuda" else None
+    if device == "cuda":
+        torch.cuda.empty_cache()
     err, floor, agree = _logit_agreement(model, loaded, check)
     return BenchReport(
         grid=grid.name,

@@ -130,6 +130,24 @@ def _merge_splits(out, lse, q):
     return merged.to(q.dtype).reshape(rows, hkv, g, d)
 
 
+def capture_graph(fn, *, prepare=lambda: None, warmups: int = 2):
+    """Record `fn` into a CUDA graph after `warmups` calls on a side stream (lazy allocations and library
+    initialisation must not happen during capture); `prepare` runs before every warm-up call and before the
+    capture, outside the graph. Returns (graph, what the recorded call returned)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmups):
+            prepare()
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    prepare()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
 def varlen_works(device) -> tuple[bool, str]:
     """Whether the kernel's variable-length mode gives the masked result here, eagerly and replayed from a CUDA
     graph (it is a private op: its arguments may change between torch releases)."""
@@ -147,14 +165,7 @@ def varlen_works(device) -> tuple[bool, str]:
         expected = split_kv_attention(q, k, v, _bias(mask, rows, hkv, splits, g, q.dtype), capacity=n, splits=splits, scale=0.1)
         seqlen = layout.seqlen_k(live)
         eager = split_kv_attention_varlen(q, k, v, seqlen, layout, scale=0.1)
-        graph = torch.cuda.CUDAGraph()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            split_kv_attention_varlen(q, k, v, seqlen, layout, scale=0.1)
-        torch.cuda.current_stream().wait_stream(stream)
-        with torch.cuda.graph(graph):
-            replayed = split_kv_attention_varlen(q, k, v, seqlen, layout, scale=0.1)
+        graph, replayed = capture_graph(lambda: split_kv_attention_varlen(q, k, v, seqlen, layout, scale=0.1), warmups=1)
         graph.replay()
         torch.cuda.synchronize()
         for got in (eager, replayed):
@@ -302,17 +313,10 @@ class GraphDecoder:
                 self._step(mask, capacity)
             self._graphs[capacity] = (None, mask)
             return None, mask
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):
-                self.position.fill_(self.scratch)
-                self._step(mask, capacity)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        self.position.fill_(self.scratch)
-        with torch.inference_mode(), torch.cuda.graph(graph):
-            self._step(mask, capacity)
+        with torch.inference_mode():
+            graph, _ = capture_graph(
+                lambda: self._step(mask, capacity), prepare=lambda: self.position.fill_(self.scratch)
+            )
         self._graphs[capacity] = (graph, mask)
         return graph, mask
 

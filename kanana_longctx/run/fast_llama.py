@@ -19,6 +19,7 @@ step for all of them (`decode_rows`); a row that has not seen a long enough pref
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 
@@ -254,10 +255,9 @@ class PrefixReusingLlama:
         positions = torch.cat([torch.arange(s.start, s.start + s.tokens, device=self.device) for s in segments])
         cos, sin = self.inner.rotary_emb(x, positions[None])
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        offsets, last_rows = [], []
-        for s in segments:
-            offsets.append(last_rows[-1] + 1 if last_rows else 0)
-            last_rows.append(offsets[-1] + s.tokens - 1)
+        ends = list(accumulate(s.tokens for s in segments))  # each segment's end in the concatenated tokens
+        offsets = [end - s.tokens for s, end in zip(segments, ends)]
+        last_rows = [end - 1 for end in ends]
         for i, layer in enumerate(self.layers):
             trim = self.trim_last_layer and i == len(self.layers) - 1
             q, k, v = self._qkv(i, layer, x, cos, sin)
@@ -269,10 +269,9 @@ class PrefixReusingLlama:
                 v_buf[:, :, s.start : end] = v[:, :, offset : offset + s.tokens]
                 if trim and not want_logits:
                     continue  # nothing reads this layer's output: its K/V were all that was needed
-                if trim:
-                    outs.append(self._attention(q[:, :, offset + s.tokens - 1 : offset + s.tokens], k_buf, v_buf, end - 1, layer))
-                else:
-                    outs.append(self._attention(q[:, :, offset : offset + s.tokens], k_buf, v_buf, s.start, layer))
+                skip = s.tokens - 1 if trim else 0  # the trimmed layer: the segment's last query only
+                q_seg = q[:, :, offset + skip : offset + s.tokens]
+                outs.append(self._attention(q_seg, k_buf, v_buf, s.start + skip, layer))
             if not outs:
                 return None
             # Joined along the tokens of the (1, T, heads, head_dim) layout the attention returns its views of.
