@@ -1,12 +1,14 @@
 """GPU survey of the CUDA-graph decode step (kanana_longctx.run.decode_graph): one fused masked SDPA call over the
-capacity vs split-KV attention with masked keys vs split-KV reading live keys only, for the row counts and
-capacities of the README grids.
+capacity vs split-KV attention with masked keys (a graph per capacity bucket) vs split-KV reading live keys only
+(one graph, splits cut per batch), for the row counts and buffer lengths of the README grids.
 
 Usage: python bench/decode.py [--shape llama-8b] [--cases 1x131072,6x32768,6x8192] [--json OUT.json]
 
-Two layouts per case: every row near the end of the capacity (the worst case of a bucket), and rows spread over it
-(row r of n at (r + 1) / n of it: a batch of a grid, whose probes differ in length). Prints milliseconds per decode
-step (all rows together) and the weight + live KV bytes a step must read, as GB/s.
+Three layouts per case: every row near the end of the buffer (the worst case of a bucket), rows spread over it
+(row r of n at (r + 1) / n of it: a batch of a grid, whose probes differ in length), and every row at a quarter of
+it (a batch of short probes in a long run's buffer). Prints milliseconds per decode step (all rows together), the
+weight + live KV bytes a step must read as GB/s, and the first call's extra cost over its steps: the graph capture
+(each masked bucket pays it once; the live-key decoder once for all batches).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import argparse
 
 import torch
 
-from kanana_longctx.bench.timing import cuda_seconds, emit_row, write_rows
+from kanana_longctx.bench.timing import cuda_seconds, emit_row, first_call_seconds, write_rows
 
 
 def main() -> None:
@@ -38,7 +40,11 @@ def main() -> None:
     for case in args.cases.split(","):
         rows, tokens = (int(x) for x in case.split("x"))
         fast = PrefixReusingLlama(loaded, max_tokens=tokens + steps + 8, rows=rows)
-        layouts = {"end": [tokens - 8] * rows, "spread": [tokens * (r + 1) // rows - 8 for r in range(rows)]}
+        layouts = {
+            "end": [tokens - 8] * rows,
+            "spread": [tokens * (r + 1) // rows - 8 for r in range(rows)],
+            "quarter": [tokens // 4] * rows,
+        }
         for layout, positions in layouts.items():
             if layout == "spread" and rows == 1:
                 continue
@@ -46,12 +52,13 @@ def main() -> None:
             for label, splits, varlen in variants:
                 decoder = GraphDecoder(fast, splits=splits, varlen=varlen)
                 requests = [(r, 1, positions[r], lambda out: False) for r in range(rows)]
-                # the warm-up call captures the bucket's graph
-                ms = cuda_seconds(lambda: decoder.generate_rows(requests, steps + 1), repeats=1) / steps * 1e3
+                first = first_call_seconds(lambda: decoder.generate_rows(requests, steps + 1))  # captures the graph
+                ms = cuda_seconds(lambda: decoder.generate_rows(requests, steps + 1), repeats=3) / steps * 1e3
                 capacity = decoder.bucket(max(positions) + steps + 1)
                 read = weights + sum(row_kv_bytes(model.config, p + steps) for p in positions)
                 row = {"rows": rows, "capacity": capacity, "layout": layout, "variant": label,
-                       "splits": decoder.splits(capacity), "ms_per_step": round(ms, 2), "GB_per_s": round(read / ms / 1e6, 0)}
+                       "splits": decoder.splits(capacity), "ms_per_step": round(ms, 2), "GB_per_s": round(read / ms / 1e6, 0),
+                       "capture_ms": round(first * 1e3 - steps * ms, 1)}
                 emit_row(rows_out, row)
         fast = None
         torch.cuda.empty_cache()

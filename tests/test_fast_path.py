@@ -226,6 +226,28 @@ def test_rows_decode_together_like_generate_each(tiny, splits, varlen):
     assert fast.decode_rows([(2, first2, 90, lambda out: False)], 7) == [refs[2]]  # the eager per-row path
 
 
+def test_one_decode_graph_serves_batches_of_any_length(tiny, monkeypatch):
+    """With the variable-length layout the splits are re-cut per batch (a short batch, then a longer one, then
+    the short one again) under one recorded step, and each batch still decodes like generate."""
+    from kanana_longctx.run import decode_graph
+
+    monkeypatch.setattr(decode_graph, "SPLIT_MIN_KEYS", 16)
+    model, loaded = tiny
+    gen = torch.Generator().manual_seed(12)
+    probes = [torch.randint(0, 1000, (n,), generator=gen) for n in (40, 230, 41)]
+    with torch.no_grad():
+        refs = [model.generate(p[None], max_new_tokens=5, do_sample=False)[0, len(p):].tolist() for p in probes]
+    fast = PrefixReusingLlama(loaded, max_tokens=256, rows=2)
+    decoder = GraphDecoder(fast, splits=4, varlen=True)
+    spans = []
+    for p, ref in zip(probes, refs):
+        first = fast.prefill(p, 0, row=1)
+        assert decoder.generate(int(first.argmax()), len(p), 5, lambda out: False, row=1) == ref
+        spans.append(decoder.layout.max_span)
+    assert spans == [16, 59, 16]  # 45 and 46 keys over 4 splits: the floor; 235 keys: ceil(235 / 4)
+    assert decoder.captures == 1
+
+
 def test_split_kv_attention_equals_one_masked_call():
     """Split-KV decode attention against plain masked attention: rows of different live lengths, a split with no
     live key at all, and a parked row whose only live key is far out."""
@@ -249,15 +271,19 @@ def test_split_kv_attention_equals_one_masked_call():
     assert _rel(out, ref) < 1e-5
 
 
-def test_variable_length_splits_read_only_live_keys_and_equal_one_masked_call():
+def test_variable_length_splits_read_only_live_keys_and_equal_one_masked_call(monkeypatch):
     """The variable-length layout (each split a sequence told its live key count) against plain masked attention:
     a row live in part of its splits, a row live in one, a row with every key live; the buffer is longer than the
-    capacity, so each row's splits start at its own offset in the flat buffer."""
+    capacity, so each row's splits start at its own offset in the flat buffer. The same layout re-cut for another
+    batch (`fit`) gives the same result from its device-side split length."""
+    from kanana_longctx.run import decode_graph
     from kanana_longctx.run.decode_graph import SplitLayout, split_kv_attention_varlen, split_lengths
 
     assert split_lengths(torch.tensor([50, 3, 64]), splits=8, span=8).tolist() == [
         [8, 8, 8, 8, 8, 8, 2, 0], [3, 0, 0, 0, 0, 0, 0, 0], [8] * 8,
     ]
+    assert split_lengths(torch.tensor([50, 3]), splits=4, span=torch.tensor(20)).tolist() == [[20, 20, 10, 0], [3, 0, 0, 0]]
+    monkeypatch.setattr(decode_graph, "SPLIT_MIN_KEYS", 4)
     gen = torch.Generator().manual_seed(9)
     rows, hkv, g, d, cap, splits, buffer = 3, 2, 4, 16, 64, 8, 80
     q = torch.randn(rows, hkv, g, d, generator=gen)
@@ -266,14 +292,19 @@ def test_variable_length_splits_read_only_live_keys_and_equal_one_masked_call():
     live = torch.tensor([50, 3, 64])
     mask = (torch.arange(cap)[None] < live[:, None])[:, None, None]
     ref = torch.nn.functional.scaled_dot_product_attention(q, k[:, :, :cap], v[:, :, :cap], attn_mask=mask, scale=0.3)
-    layout = SplitLayout(rows, hkv, g, buffer, cap, splits, q.device)
-    out = split_kv_attention_varlen(q, k, v, layout.seqlen_k(live), layout, scale=0.3)
-    assert out.shape == ref.shape
-    assert _rel(out, ref) < 1e-5
+    layout = SplitLayout(rows, hkv, g, buffer, splits, q.device)
+    assert int(layout.span) == 10  # cut for the whole buffer
+    for end, span in ((80, 10), (64, 8), (10, 4)):  # 4: the floor of SPLIT_MIN_KEYS keys per split
+        assert layout.fit(end) == span == int(layout.span)
+        if end < 64:
+            continue  # row 2's keys would not be covered
+        out = split_kv_attention_varlen(q, k, v, layout.seqlen_k(live), layout, scale=0.3)
+        assert out.shape == ref.shape
+        assert _rel(out, ref) < 1e-5
 
 
 def test_split_counts_fill_the_gpu_and_divide_the_capacity():
-    from kanana_longctx.run.decode_graph import choose_splits
+    from kanana_longctx.run.decode_graph import choose_splits, live_split_count
 
     assert choose_splits(1, 8, 131072, 132) == 64  # one row at 128K: 512 blocks of 2048 keys
     assert choose_splits(6, 8, 32768, 132) == 8
@@ -282,6 +313,10 @@ def test_split_counts_fill_the_gpu_and_divide_the_capacity():
     assert choose_splits(1, 8, 3072, 132) == 2
     assert choose_splits(1, 8, 3000, 132) == 1  # 2 x 1500 keys: not a multiple of 16
     assert choose_splits(1, 8, 2000, 132) == 1  # 2 x 1000 keys: too short
+    assert live_split_count(6, 8, 33792, 132) == 8  # 384 blocks; the cut per batch needs no divisibility
+    assert live_split_count(1, 8, 132096, 132) == 64
+    assert live_split_count(1, 8, 5000, 132) == 4  # 8 splits of the buffer would be below SPLIT_MIN_KEYS
+    assert live_split_count(8, 8, 4096, 16) == 1
 
 
 def test_decode_stops_when_told(tiny):
@@ -295,6 +330,7 @@ def test_decode_stops_when_told(tiny):
 def test_decode_capacity_buckets_are_few_and_tight():
     decoder = GraphDecoder.__new__(GraphDecoder)
     decoder.fast = type("Fast", (), {"max_tokens": 140_000})()
+    decoder.layout = None  # the masked path's buckets (the variable-length layout needs none)
     ends = range(1, 140_001, 97)
     buckets = {decoder.bucket(n) for n in ends}
     assert all(n <= decoder.bucket(n) <= max(n + 4096, 1.25 * n) or decoder.bucket(n) == 140_000 for n in ends)

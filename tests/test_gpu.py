@@ -82,7 +82,8 @@ def test_cudnn_tiles_match_float32_reference(q_start, q_len):
 
 @pytest.mark.parametrize("buffer", [1300, 8192])
 def test_batched_graph_decode_matches_transformers_per_probe(buffer):
-    """1300: one fused call over the masked capacity; 8192: a 4096 capacity bucket in 4 split-KV parts."""
+    """1300: one fused call over the masked capacity; 8192: split-KV over live keys, 8 splits of the buffer (4
+    rows x 2 kv heads x 8 splits: the most blocks whose splits keep >= 1024 keys), cut to the batch."""
     from kanana_longctx.bench.models import random_model
     from kanana_longctx.run.engine import finish_loaded
     from kanana_longctx.run.fast_llama import PrefixReusingLlama
@@ -96,7 +97,9 @@ def test_batched_graph_decode_matches_transformers_per_probe(buffer):
     fast = PrefixReusingLlama(loaded, max_tokens=buffer, rows=4)
     requests = [(row, fast.prefill(p, 0, row=row), len(p), lambda out: False) for row, p in enumerate(probes)]
     assert fast.decode_rows(requests, 6) == refs  # one CUDA graph replay per step for all rows
-    assert fast._graph_decoder.splits(fast._graph_decoder.bucket(1206)) == (1 if buffer == 1300 else 4)
+    decoder = fast._graph_decoder
+    assert decoder.splits(decoder.bucket(1206)) == (1 if buffer == 1300 else 8)
+    assert (decoder.layout is None) == (buffer == 1300)
 
 
 def test_compiled_fused_layers_match_the_module_path_in_bf16():
@@ -150,3 +153,48 @@ def test_decode_reads_live_keys_only_on_this_gpu():
     from kanana_longctx.run.decode_graph import varlen_works
 
     assert varlen_works(torch.device("cuda")) == (True, "")
+
+
+def test_memory_cached_by_an_earlier_run_counts_as_free():
+    """A block freed back to PyTorch's caching allocator is still taken for the driver; the runner's memory
+    budget (decode rows, batch sizes) counts it as free, so a second run in one process sizes like the first."""
+    from kanana_longctx.run.loops import free_gpu_bytes
+
+    torch.cuda.empty_cache()
+    before = free_gpu_bytes()
+    block = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
+    assert free_gpu_bytes() < before - (1 << 30)
+    del block  # back to the allocator's cache, not to the driver
+    assert torch.cuda.memory_reserved() >= 2 << 30
+    assert abs(free_gpu_bytes() - before) < 256 << 20
+
+
+@pytest.mark.parametrize("rows, kv_heads, groups, head_dim", [(8, 3, 3, 64), (8, 8, 4, 128)])
+def test_live_key_splits_match_float64_attention_with_junk_in_freed_memory(rows, kv_heads, groups, head_dim):
+    """The decode step's attention on the GPU kernel, SmolLM2's and an 8B model's head layouts: rows of very
+    different lengths, three parked rows with one live key, many splits without any live key. The kernel writes
+    nothing for those, so junk is left in freed memory first; float32 must match float64 to rounding. The masked
+    fallback (a -inf bias over 16 splits of the buffer) too."""
+    from kanana_longctx.run.decode_graph import (
+        SplitLayout, _bias, live_split_count, split_kv_attention, split_kv_attention_varlen,
+    )
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    n = 17408
+    q, k, v = (torch.randn(rows, kv_heads, length, head_dim, device="cuda", generator=gen) for length in (groups, n, n))
+    live = torch.tensor([1030, 2050, 4100, 8200, 16400, 1, 1, 1], device="cuda")
+    layout = SplitLayout(rows, kv_heads, groups, n, live_split_count(rows, kv_heads, n, 132), q.device)
+    layout.fit(16423)
+    for _ in range(4):
+        torch.full((1 << 16,), 1e4, device="cuda")
+    got = split_kv_attention_varlen(q, k, v, layout.seqlen_k(live), layout, scale=0.125)
+    mask = torch.arange(n, device="cuda")[None] < live[:, None]
+    bias = _bias(mask, rows, kv_heads, 16, groups, q.dtype)
+    masked = split_kv_attention(q, k, v, bias, capacity=n, splits=16, scale=0.125)
+    for r, length in enumerate(live.tolist()):
+        ref, _ = reference_attention_with_lse(
+            q[r : r + 1].double(), k[r : r + 1, :, :length].double(), v[r : r + 1, :, :length].double(),
+            causal=False, scale=0.125,
+        )
+        assert _rel(got[r : r + 1], ref) < 1e-5, f"live keys, row {r} ({length} live keys)"
+        assert _rel(masked[r : r + 1], ref) < 1e-5, f"masked, row {r} ({length} live keys)"

@@ -99,8 +99,8 @@ def decode_rows_for(loaded, buffer_tokens: int, probes: int) -> int:
 
     from kanana_longctx.run.fast_llama import row_kv_bytes
 
-    free, total = torch.cuda.mem_get_info()
-    budget = min(DECODE_ROWS_MEMORY_SHARE * total, 0.6 * free)
+    _, total = torch.cuda.mem_get_info()
+    budget = min(DECODE_ROWS_MEMORY_SHARE * total, 0.6 * free_gpu_bytes())
     row = row_kv_bytes(loaded.model.config, buffer_tokens, _element_size(loaded))
     return max(1, min(MAX_DECODE_ROWS, probes, int(budget // row)))
 
@@ -228,15 +228,22 @@ def auto_batch_size(loaded, tokens: int) -> int:
     """Probes of `tokens` tokens that fit in free GPU memory (KV cache + activations), at most 16; 1 on CPU."""
     if loaded.device != "cuda":
         return 1
-    import torch
-
     from kanana_longctx.run.fast_llama import row_kv_bytes
 
     cfg = loaded.model.config
     elem = _element_size(loaded)
     per_token = row_kv_bytes(cfg, 1, elem) + 6 * cfg.intermediate_size * elem
+    return max(1, min(16, int(free_gpu_bytes() * 0.7 // (per_token * tokens))))
+
+
+def free_gpu_bytes() -> int:
+    """Free GPU memory, counting what PyTorch's caching allocator holds without using it: after an earlier run
+    in the same process (a benchmark's second grid) that memory is ours to use, though the driver reports it as
+    taken; without it the second run would get fewer decode rows than the first."""
+    import torch
+
     free, _ = torch.cuda.mem_get_info()
-    return max(1, min(16, int(free * 0.7 // (per_token * tokens))))
+    return free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
 
 
 def _element_size(loaded) -> int:
