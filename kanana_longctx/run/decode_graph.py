@@ -232,14 +232,7 @@ def _bias(mask: torch.Tensor, rows: int, kv_heads: int, splits: int, groups: int
     return bias.reshape(rows * kv_heads, splits, groups, span)
 
 
-def _splits_with_keys(mask: torch.Tensor, rows: int, kv_heads: int, splits: int, groups: int) -> torch.Tensor:
-    """(rows * kv_heads, splits, groups): whether a split of the (rows, capacity) live-key mask has any key."""
-    span = mask.shape[-1] // splits
-    has = mask.reshape(rows, 1, splits, 1, span).any(-1)
-    return has.expand(rows, kv_heads, splits, groups).reshape(rows * kv_heads, splits, groups)
-
-
-def split_kv_attention(q, k_cache, v_cache, bias, *, capacity: int, splits: int, scale: float, has_keys=None):
+def split_kv_attention(q, k_cache, v_cache, bias, *, capacity: int, splits: int, scale: float):
     """Decode attention over the first `capacity` positions of the KV buffers, in `splits` parts merged by their
     log-sum-exp. q: (rows, kv_heads, groups, D), grouped query heads folded into rows; k/v_cache: (rows, kv_heads,
     N, D); bias: (rows * kv_heads, splits, groups, capacity / splits), 0 for live keys and -inf elsewhere.
@@ -250,9 +243,7 @@ def split_kv_attention(q, k_cache, v_cache, bias, *, capacity: int, splits: int,
     v = v_cache[:, :, :capacity].reshape(rows * hkv, splits, span, d)
     qs = q.reshape(rows * hkv, 1, g, d).expand(rows * hkv, splits, g, d).contiguous()
     out, lse = _partial_attention(qs, k, v, bias, scale)  # (rows*hkv, splits, g, d), (rows*hkv, splits, g)
-    # A split whose keys are all masked weighs nothing: the GPU kernel's lse for it is not reliably -inf.
-    if has_keys is None:
-        has_keys = torch.isfinite(bias).any(-1)
+    has_keys = torch.isfinite(bias).any(-1)  # a split whose keys are all masked weighs nothing (its lse is junk)
     return _merge_splits(out, lse.masked_fill(~has_keys, float("-inf")), q)
 
 
@@ -334,7 +325,6 @@ class GraphDecoder:
             mask[self._row_index, 0, 0, seen] = self._true  # a device tensor: a Python True would be a host copy
             if splits > 1:  # the mask as an additive bias in the split layout, built once for all layers
                 bias = _bias(mask[:, 0, 0], rows, fast.n_kv, splits, groups, x.dtype)
-                has_keys = _splits_with_keys(mask[:, 0, 0], rows, fast.n_kv, splits, groups)
         for i, layer in enumerate(fast.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
@@ -353,8 +343,7 @@ class GraphDecoder:
                 o = split_kv_attention_varlen(qf, fast.k_cache[i], fast.v_cache[i], seqlen_k, layout, scale=attn.scaling)
             elif splits > 1:
                 o = split_kv_attention(
-                    qf, fast.k_cache[i], fast.v_cache[i], bias, capacity=capacity, splits=splits, scale=attn.scaling,
-                    has_keys=has_keys,
+                    qf, fast.k_cache[i], fast.v_cache[i], bias, capacity=capacity, splits=splits, scale=attn.scaling
                 )
             else:
                 o = F.scaled_dot_product_attention(
