@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from kanana_longctx.run.attention import reference_attention_with_lse
-from kanana_longctx.run.fused_layer import rotate_half
+from kanana_longctx.run.fast_llama import module_qkv
 
 MIN_BUCKET = 4096
 SPLIT_MIN_KEYS = 1024  # keys per split at least: below this a split's fixed cost outweighs its share of the work
@@ -327,17 +327,9 @@ class GraphDecoder:
                 bias = _bias(mask[:, 0, 0], rows, fast.n_kv, splits, groups, x.dtype)
         for i, layer in enumerate(fast.layers):
             attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(rows, 1, fast.n_heads, fast.head_dim)
-            k = attn.k_proj(h).view(rows, 1, fast.n_kv, fast.head_dim)
-            v = attn.v_proj(h).view(rows, 1, fast.n_kv, fast.head_dim)
-            if hasattr(attn, "q_norm"):
-                q, k = attn.q_norm(q), attn.k_norm(k)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
+            q, k, v = module_qkv(layer, x, cos, sin, fast.n_heads, fast.n_kv, fast.head_dim)  # (rows, heads, 1, d)
             fast.k_cache[i][self._row_index, :, self.position] = k[:, :, 0]
-            fast.v_cache[i][self._row_index, :, self.position] = v[:, 0]
+            fast.v_cache[i][self._row_index, :, self.position] = v[:, :, 0]
             qf = q.reshape(rows, fast.n_kv, groups, fast.head_dim)
             if layout is not None:
                 o = split_kv_attention_varlen(qf, fast.k_cache[i], fast.v_cache[i], seqlen_k, layout, scale=attn.scaling)

@@ -68,6 +68,23 @@ def row_kv_bytes(config, tokens: int, element_size: int = 2) -> int:
     return 2 * config.num_hidden_layers * kv * tokens * head_dim * element_size
 
 
+def module_qkv(layer, x, cos, sin, n_heads: int, n_kv: int, head_dim: int):
+    """Layer input norm, q/k/v projections, Qwen3-style per-head norms (before RoPE) and RoPE, through
+    transformers' own modules. x: (B, T, hidden); returns q, k, v as (B, heads, T, head_dim)."""
+    attn = layer.self_attn
+    B, T = x.shape[:2]
+    h = layer.input_layernorm(x)
+    q = attn.q_proj(h).view(B, T, n_heads, head_dim)
+    k = attn.k_proj(h).view(B, T, n_kv, head_dim)
+    v = attn.v_proj(h).view(B, T, n_kv, head_dim).transpose(1, 2)
+    if hasattr(attn, "q_norm"):
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    return q, k, v
+
+
 @dataclass(frozen=True)
 class Segment:
     """One probe's share of a forward: positions [start, start + tokens) of KV buffer row `row`."""
@@ -145,6 +162,17 @@ class PrefixReusingLlama:
         if self.device.type == "cuda" and self.use_graphs:
             parts.append("CUDA-graph decode with split-KV attention")
         return ", ".join(parts)
+
+    def fallback_notes(self) -> list[str]:
+        """What this engine had to fall back from while it ran (compilation, the live-key decode mode), for the
+        run's report; empty when it ran as `describe` says."""
+        notes = []
+        if self.fused is not None and self.fused.compile_error:
+            notes.append(self.fused.describe())
+        decoder = self._graph_decoder
+        if decoder is not None and decoder.varlen_note:
+            notes.append(f"{decoder.varlen_note}; the decode step reads whole capacity buckets")
+        return notes
 
     @property
     def kv_bytes(self) -> int:
@@ -289,18 +317,7 @@ class PrefixReusingLlama:
         """Norm, projections and RoPE of layer i: q, k, v as (1, heads, T, head_dim)."""
         if self.fused is not None:
             return self.fused.pre(i, x, cos, sin)
-        attn = layer.self_attn
-        T = x.shape[1]
-        h = layer.input_layernorm(x)
-        q = attn.q_proj(h).view(1, T, self.n_heads, self.head_dim)
-        k = attn.k_proj(h).view(1, T, self.n_kv, self.head_dim)
-        v = attn.v_proj(h).view(1, T, self.n_kv, self.head_dim).transpose(1, 2)
-        if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms, applied before RoPE
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        return q, k, v
+        return module_qkv(layer, x, cos, sin, self.n_heads, self.n_kv, self.head_dim)
 
     def _attention(self, q, k_buf, v_buf, q_start: int, layer):
         """Queries at [q_start, q_start + T) over the row's keys up to their end, already written."""

@@ -165,11 +165,8 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
             t_prefill = time.perf_counter()
             seconds["decode"] += t_prefill - t_decode
             batch = []
-    if fast.fused is not None and fast.fused.compile_error:
-        reporter.note(f"fast engine: {fast.fused.describe()}")
-    decoder = fast._graph_decoder
-    if decoder is not None and decoder.varlen_note:
-        reporter.note(f"fast engine: {decoder.varlen_note}; the decode step reads whole capacity buckets")
+    for note in fast.fallback_notes():
+        reporter.note(f"fast engine: {note}")
     return LoopStats(computed, seconds["prefill"], seconds["decode"])
 
 
