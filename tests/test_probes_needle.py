@@ -10,7 +10,7 @@ import pytest
 from kanana_longctx.errors import HaystackError, ProbeError
 from kanana_longctx.probes import ProbeRequest, build_probe_set
 from kanana_longctx.probes.languages import KO
-from kanana_longctx.probes.needle import draw_value, probe_rng
+from kanana_longctx.probes.needle import draw_value, needle_rng
 from kanana_longctx.probes.template import resolve_form
 from kanana_longctx.probes.tokens import TokenBytes
 
@@ -25,18 +25,29 @@ def _exact(tokenizer, probe) -> bool:
     return tokenizer(probe.prompt, add_special_tokens=False)["input_ids"] == list(probe.input_ids)
 
 
-def test_values_are_seven_digits_unique_and_reproducible(smollm2_tokenizer):
+def test_values_are_seven_digits_one_per_needle_position_and_reproducible(smollm2_tokenizer):
     first = _build(smollm2_tokenizer, seed=3)
     again = _build(smollm2_tokenizer, seed=3)
     other = _build(smollm2_tokenizer, seed=4)
     values = [p.expected for p in first.probes]
     assert all(len(v) == 7 and v.isdigit() and v[0] != "0" for v in values)
-    assert len(set(values)) == len(values)
+    positions = {p.needle_token_start for p in first.probes}
+    assert len(set(values)) == len(positions) == 5  # depth 0 of both lengths: one position, one value
     assert [p.prompt for p in first.probes] == [p.prompt for p in again.probes]
     assert [p.expected for p in other.probes] != values
     for probe in first.probes:
         assert probe.prompt.count(probe.expected) == 1 and probe.seed == 3
-        assert probe.expected == draw_value(probe_rng(3, probe.length, probe.depth), set())
+        offset = probe.needle_token_start - probe.haystack_start
+        assert probe.expected == draw_value(needle_rng(3, offset), set())
+
+
+def test_probes_with_the_needle_at_one_place_share_every_token_up_to_the_shorter_end(smollm2_tokenizer):
+    probe_set = _build(smollm2_tokenizer, lengths=(1000, 2500, 4000), depths=(0,))
+    short, middle, long = probe_set.probes
+    for a, b in ((short, middle), (middle, long)):
+        body = a.haystack_end  # where a's haystack stops and its question begins
+        assert a.needle_token_start == b.needle_token_start and a.expected == b.expected
+        assert a.input_ids[:body] == b.input_ids[:body]
 
 
 def test_a_probe_does_not_depend_on_the_rest_of_the_grid(smollm2_tokenizer):
@@ -47,10 +58,18 @@ def test_a_probe_does_not_depend_on_the_rest_of_the_grid(smollm2_tokenizer):
 
 
 def test_value_already_in_the_haystack_is_redrawn(smollm2_tokenizer, tmp_path):
-    taken = draw_value(probe_rng(0, 1000, 50), set())
     text = " ".join(f"Sentence {i} mentions nothing special." for i in range(40))
-    (tmp_path / "h.txt").write_text(f"The code {taken} is printed here. " + text, encoding="utf-8")
-    probe = _build(smollm2_tokenizer, lengths=(1000,), depths=(50,), haystack=str(tmp_path / "h.txt")).probes[0]
+
+    def build_with(code: str):
+        (tmp_path / "h.txt").write_text(f"The code {code} is printed here. " + text, encoding="utf-8")
+        return _build(smollm2_tokenizer, lengths=(1000,), depths=(50,), haystack=str(tmp_path / "h.txt")).probes[0]
+
+    placeholder = build_with("1234567")  # where the needle goes (digits are single tokens: any code puts it there)
+    offset = placeholder.needle_token_start - placeholder.haystack_start
+    taken = draw_value(needle_rng(0, offset), set())  # the value that position draws first
+    assert placeholder.expected == taken
+    probe = build_with(taken)
+    assert probe.needle_token_start == placeholder.needle_token_start
     assert probe.expected != taken and taken in probe.prompt
     assert probe.prompt.count(probe.expected) == 1 and _exact(smollm2_tokenizer, probe)
 

@@ -71,9 +71,13 @@ def test_fast_and_plain_engines_agree_on_smollm2(variant, smollm2_tokenizer, smo
     assert ours.prefill_seconds + ours.decode_seconds <= ours.wall_seconds
     assert hf.prefill_seconds == hf.decode_seconds == 0.0
     assert 0 < ours.computed_flops < hf.computed_flops  # prefix reuse
-    fast = {r.probe_id: r.output for r in load_results(tmp_path / "fast")[0]}
+    fast_records = {r.probe_id: r for r in load_results(tmp_path / "fast")[0]}
+    fast = {probe_id: r.output for probe_id, r in fast_records.items()}
     plain = {r.probe_id: r.output for r in load_results(tmp_path / "hf")[0]}
     assert fast == plain
+    # below the needle: the shorter depth-0 probe took everything but its question from the longer one
+    shorter = min((p for p in probe_set.probes if p.depth == 0), key=lambda p: p.n_tokens)
+    assert fast_records[shorter.probe_id].prefill_tokens <= shorter.n_tokens - shorter.haystack_end
 
 
 def test_resume_skips_done_probes_and_refuses_another_configuration(smollm2_tokenizer, smollm2_loaded, tmp_path):

@@ -21,7 +21,7 @@ from kanana_longctx.errors import ProbeError
 from kanana_longctx.probes.grid import Grid, round_half_up
 from kanana_longctx.probes.haystack import Haystack, load_haystack
 from kanana_longctx.probes.languages import language_pack
-from kanana_longctx.probes.needle import NeedleSpec, draw_value, probe_rng, resolve_needle
+from kanana_longctx.probes.needle import NeedleSpec, draw_value, needle_rng, resolve_needle
 from kanana_longctx.probes.spec import Probe, ProbeSet
 from kanana_longctx.probes.stream import Stream, build_stream
 from kanana_longctx.probes.template import SEPARATOR, Template, build_template, resolve_form
@@ -164,47 +164,60 @@ class _Assembler:
         bounds = stream.boundaries[: bisect.bisect_right(stream.boundaries, stream.start + span)]
         span_end = bounds[-1]  # the end of the last complete sentence in the span
         target = stream.start + int(round_half_up(depth / 100.0 * (span_end - stream.start)))
-        rng = probe_rng(self.request.seed, length, depth)
-        tried: set[str] = set()
-        for _ in range(100 if spec.uses_value else 1):
-            value = draw_value(rng, self.forbidden | tried) if spec.uses_value else ""
-            tried.add(value)
-            built = next(filter(None, (self._assemble(length, cut, value) for cut in _nearest(bounds, target))), None)
-            if built is None:
-                raise ProbeError(
-                    f"cannot place the needle at depth {depth:g}% of a {length}-token probe: no sentence end near"
-                    f" haystack token {target - stream.start} gives stable token junctions"
-                )
-            needle, expected = spec.needle_text(value), spec.expected_text(value)
-            if built.prompt.count(expected) != needle.count(expected):
-                continue  # the answer also occurs outside the needle (e.g. across a junction): draw again
-            return Probe(
-                length=length,
-                depth=depth,
-                n_tokens=len(built.ids),
-                needle_token_start=built.cut,
-                needle_token_end=built.cut + built.n_needle,
-                expected=expected,
-                needle=needle,
-                question=spec.question,
-                prompt=built.prompt,
-                form=self.template.form,
-                lang=self.request.lang,
-                seed=self.request.seed,
-                haystack=self.hay.name,
-                haystack_hash=self.hay.sha256,
-                haystack_repeats=stream.copies_used(built.end),
-                actual_depth=round(100.0 * (built.cut - stream.start) / max(1, span_end - stream.start), 2),
-                haystack_start=stream.start,
-                haystack_end=built.end + built.n_needle,
-                pad_tokens=built.pad_tokens,
-                pad=built.pad,
-                answer_prefix=spec.answer_prefix,
-                input_ids=tuple(built.ids),
+        placed = False  # some sentence end gave a stable assembly (only the answer's uniqueness failed)
+        for cut in _nearest(bounds, target):
+            rng = needle_rng(self.request.seed, cut - stream.start)
+            tried: set[str] = set()
+            for _ in range(100 if spec.uses_value else 1):
+                value = draw_value(rng, self.forbidden | tried) if spec.uses_value else ""
+                tried.add(value)
+                built = self._assemble(length, cut, value)
+                if built is None:
+                    if placed:
+                        continue  # this value's digits upset a junction that others keep: draw again
+                    break  # no exact, stable assembly here: the next sentence end
+                placed = True
+                needle, expected = spec.needle_text(value), spec.expected_text(value)
+                if built.prompt.count(expected) != needle.count(expected):
+                    continue  # the answer also occurs outside the needle (e.g. across a junction): draw again
+                return self._probe(length, depth, built, needle, expected, span_end)
+            if placed:
+                break  # values were drawn and rejected at a cut that assembles: moving the needle would not help
+        if not placed:
+            raise ProbeError(
+                f"cannot place the needle at depth {depth:g}% of a {length}-token probe: no sentence end near"
+                f" haystack token {target - stream.start} gives stable token junctions"
             )
         if spec.uses_value:
             raise ProbeError(f"probe L{length}-D{depth:g}: every value drawn also occurs elsewhere in the prompt")
         raise ProbeError(f"the expected answer {spec.expected!r} also occurs outside the needle (L{length}-D{depth:g})")
+
+    def _probe(self, length: int, depth: float, built: "_Built", needle: str, expected: str, span_end: int) -> Probe:
+        stream, spec = self.stream, self.spec
+        return Probe(
+            length=length,
+            depth=depth,
+            n_tokens=len(built.ids),
+            needle_token_start=built.cut,
+            needle_token_end=built.cut + built.n_needle,
+            expected=expected,
+            needle=needle,
+            question=spec.question,
+            prompt=built.prompt,
+            form=self.template.form,
+            lang=self.request.lang,
+            seed=self.request.seed,
+            haystack=self.hay.name,
+            haystack_hash=self.hay.sha256,
+            haystack_repeats=stream.copies_used(built.end),
+            actual_depth=round(100.0 * (built.cut - stream.start) / max(1, span_end - stream.start), 2),
+            haystack_start=stream.start,
+            haystack_end=built.end + built.n_needle,
+            pad_tokens=built.pad_tokens,
+            pad=built.pad,
+            answer_prefix=spec.answer_prefix,
+            input_ids=tuple(built.ids),
+        )
 
     def _assemble(self, length: int, cut: int, value: str) -> "_Built | None":
         """The probe with the needle at stream position `cut`, or None when no exact, stable assembly exists."""

@@ -2,9 +2,15 @@
 
 Usage: `spec = resolve_needle(pack, form, needle=None, question=None, expected=None, answer_prefix=None)`
 
-The default needle carries a random 7-digit value. It is drawn per probe from `random.Random` seeded with the
-string "SEED:LENGTH:DEPTH" (Python seeds a str through SHA-512, so the value is the same on every machine and
-Python version, unlike `hash()`), and redrawn from the same generator when it occurs anywhere else in the prompt.
+The default needle carries a random 7-digit value. It is drawn per needle position from `random.Random` seeded
+with the string "SEED@OFFSET", OFFSET being the haystack token where the needle goes (Python seeds a str through
+SHA-512, so the value is the same on every machine and Python version, unlike `hash()`), and redrawn from the same
+generator when it occurs anywhere else in the prompt.
+
+Why per position and not per probe: two probes that put the needle at the same place (every length at depth 0,
+and lengths whose depths meet at the same sentence) then hold the same tokens up to the shorter one's end, and the
+runner computes that shared part once (kanana_longctx.run.reuse_plan). Values still differ between positions, and
+no probe sees another's.
 """
 
 from __future__ import annotations
@@ -83,9 +89,10 @@ def resolve_needle(
     return NeedleSpec(needle=text, question=asked, expected=answer, answer_prefix=prefix, custom=custom)
 
 
-def probe_rng(seed: int, length: int, depth: float) -> random.Random:
-    """The generator of one probe: the same (seed, length, depth) always draws the same values."""
-    return random.Random(f"{seed}:{length}:{depth:g}")
+def needle_rng(seed: int, offset: int) -> random.Random:
+    """The generator of the needle at haystack token `offset`: the same (seed, offset) always draws the same values,
+    whatever the probe's length or requested depth."""
+    return random.Random(f"{seed}@{offset}")
 
 
 def draw_value(rng: random.Random, forbidden: set[str] | frozenset[str]) -> str:

@@ -186,8 +186,9 @@ class PrefixReusingLlama:
             cache[dst, :, begin:end] = cache[src, :, begin:end]
 
     @torch.inference_mode()
-    def prefill(self, ids, start: int, row: int = 0) -> torch.Tensor:
-        """Compute positions [start, start + len(ids)) in buffer row `row`; return float32 logits of the last one."""
+    def prefill(self, ids, start: int, row: int = 0, want_logits: bool = True) -> torch.Tensor | None:
+        """Compute positions [start, start + len(ids)) in buffer row `row`; return float32 logits of the last one
+        (None without `want_logits`: a part that only later tokens attend to)."""
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         if start + ids.numel() > self.max_tokens:
             raise ValueError(f"{start + ids.numel()} tokens exceed the KV buffer of {self.max_tokens}")
@@ -196,7 +197,7 @@ class PrefixReusingLlama:
         c0 = start
         while c0 < end:  # chunk boundaries on multiples of chunk_tokens, in absolute positions
             c1 = min(end, c0 + self.chunk_tokens - c0 % self.chunk_tokens)
-            logits = self._forward(ids[c0 - start : c1 - start], c0, want_logits=c1 == end, row=row)
+            logits = self._forward(ids[c0 - start : c1 - start], c0, want_logits=want_logits and c1 == end, row=row)
             c0 = c1
         return logits
 

@@ -14,8 +14,6 @@ from kanana_longctx.probes.spec import Probe
 from kanana_longctx.results import ResultRecord
 from kanana_longctx.run.scoring import score_contains
 
-REUSE_MIN_PREFIX = 256  # below this, recomputing the prefix is cheaper than the split attention
-
 
 @dataclass(frozen=True)
 class LoopStats:
@@ -106,65 +104,61 @@ def decode_rows_for(loaded, buffer_tokens: int, probes: int) -> int:
 
 
 def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> LoopStats:
-    """Prefix reuse: compute the longest shared prefix once, then each probe's suffix, longest prefix first. Probes
-    go in batches, one KV buffer row each (kanana_longctx.run.fast_llama explains the rows): a batch's suffixes are
-    prefilled together (short ones share one forward) and then decoded together."""
+    """Prefix reuse as `kanana_longctx.run.reuse_plan` plans it: the shared haystack stream once, the common part of
+    probes that hold the same needle at the same place once, then each probe's own suffix. Probes go in batches, one
+    KV buffer row each (kanana_longctx.run.fast_llama explains the rows): a batch's suffixes are prefilled together
+    (short ones share one forward) and then decoded together."""
     import numpy as np
 
     from kanana_longctx.run.fast_llama import PrefixReusingLlama
-    from kanana_longctx.run.flops import ModelShape, last_layer_skipped_flops, prefill_flops, suffix_flops
+    from kanana_longctx.run.flops import ModelShape, last_layer_skipped_flops, suffix_flops
+    from kanana_longctx.run.reuse_plan import SHARED, Copy, plan_reuse
 
     if not pending:
         return LoopStats(0.0)
     shape = ModelShape.from_config(loaded.model.config)
     shared = np.asarray(probe_set.shared_prefix_ids, dtype=np.int64)
-    order = sorted(pending, key=lambda p: (-p.needle_token_start, -p.n_tokens))
-    # Prefix lengths worth reusing; each probe's tokens are checked against the shared stream in the loop below,
-    # where they are converted anyway, and a probe that does not match is computed from position 0.
-    reusable = [p.needle_token_start if REUSE_MIN_PREFIX <= p.needle_token_start <= len(shared) else 0 for p in order]
-    buffer_tokens = max(max(p.n_tokens for p in pending), max(reusable)) + max_new + 1
-    rows = decode_rows_for(loaded, buffer_tokens, len(order))
+    ids = [np.asarray(p.input_ids, dtype=np.int64) for p in pending]
+    buffer_tokens = max(p.n_tokens for p in pending) + max_new + 1
+    rows = decode_rows_for(loaded, buffer_tokens, len(pending))
+    batches = plan_reuse(ids, shared, rows)
     fast = PrefixReusingLlama(
         loaded, max_tokens=buffer_tokens, chunk_tokens=32768 if loaded.device == "cuda" else 2048, rows=rows
     )
     stop = _make_stop(tokenizer, stop_ids, probe_set.form)
     reporter.note(f"fast engine: {fast.describe()}")
     trimmed = fast.trim_last_layer
+
+    def flops(start: int, n: int, logits: bool) -> float:
+        skipped = last_layer_skipped_flops(shape, start, n - 1 if logits else n) if trimmed else 0.0
+        return suffix_flops(shape, start, n) - skipped
+
     computed = 0.0
     seconds = {"prefill": 0.0, "decode": 0.0}
     t_prefill = time.perf_counter()
-    valid = [0] * rows  # positions [0, valid[r]) of row r hold the shared prefix's KV
-    top = max(reusable)
-    if top:
-        fast.prefill(shared[:top], 0)
-        computed += prefill_flops(shape, top) - (last_layer_skipped_flops(shape, 0, top) if trimmed else 0.0)
-        valid[0] = top
-    batch = []  # (probe, row, ids, start): prefilled together, then decoded together
-    for probe, s in zip(order, reusable):
-        row = len(batch)
-        ids = np.asarray(probe.input_ids, dtype=np.int64)
-        source = max(range(rows), key=lambda r: valid[r])
-        start = s if s and s <= valid[source] and np.array_equal(ids[:s], shared[:s]) else 0
-        if start > valid[row]:  # every copy of a batch happens before its prefill overwrites anything
-            fast.copy_prefix(source, row, valid[row], start)
-            valid[row] = start
-        batch.append((probe, row, ids, start))
-        if len(batch) == rows or probe is order[-1]:
-            t = time.perf_counter()
-            logits = fast.prefill_rows([(ids[start:], start, row) for _, row, ids, start in batch])
-            for _, row, ids, start in batch:
-                valid[row] = start  # the probe overwrote everything from `start` on
-                n = len(ids) - start
-                computed += suffix_flops(shape, start, n) - (last_layer_skipped_flops(shape, start, n - 1) if trimmed else 0.0)
-            _synchronize(loaded)
-            t_decode = time.perf_counter()
-            seconds["prefill"] += t_decode - t_prefill
-            share = (t_decode - t) / len(batch)
-            prefilled = [(p, row, first, share, len(ids) - start) for (p, row, ids, start), first in zip(batch, logits)]
-            _decode_batch(fast, prefilled, tokenizer, stop, max_new, writer, reporter)
-            t_prefill = time.perf_counter()
-            seconds["decode"] += t_prefill - t_decode
-            batch = []
+    for batch in batches:
+        for step in batch.steps:  # copies and shared parts, all before the batch's prefill overwrites anything
+            if isinstance(step, Copy):
+                fast.copy_prefix(step.src, step.dst, step.begin, step.end)
+                continue
+            tokens = shared if step.source == SHARED else ids[step.source]
+            fast.prefill(tokens[step.begin : step.end], step.begin, row=step.row, want_logits=False)
+            computed += flops(step.begin, step.end - step.begin, False)
+        t = time.perf_counter()
+        logits = fast.prefill_rows([(ids[s.probe][s.start :], s.start, s.row) for s in batch.suffixes])
+        for s in batch.suffixes:
+            computed += flops(s.start, len(ids[s.probe]) - s.start, True)
+        _synchronize(loaded)
+        t_decode = time.perf_counter()
+        seconds["prefill"] += t_decode - t_prefill
+        share = (t_decode - t) / len(batch.suffixes)
+        prefilled = [
+            (pending[s.probe], s.row, first, share, len(ids[s.probe]) - s.start)
+            for s, first in zip(batch.suffixes, logits)
+        ]
+        _decode_batch(fast, prefilled, tokenizer, stop, max_new, writer, reporter)
+        t_prefill = time.perf_counter()
+        seconds["decode"] += t_prefill - t_decode
     for note in fast.fallback_notes():
         reporter.note(f"fast engine: {note}")
     return LoopStats(computed, seconds["prefill"], seconds["decode"])
