@@ -33,9 +33,13 @@ def test_attend_matches_float64_reference(kernel, q_len, prefix, hq, hkv):
     assert _rel(out, ref) < 1e-5
 
 
-@pytest.mark.parametrize("q_start,q_len,tile", [(0, 40, 16), (5, 3, 16), (37, 50, 16), (16, 16, 16), (63, 1, 8), (0, 7, 64)])
+@pytest.mark.parametrize(
+    "q_start,q_len,tile",
+    [(0, 40, 16), (5, 3, 16), (37, 50, 16), (16, 16, 16), (63, 1, 8), (0, 7, 64), (29, 30, 16), (29, 22, 16), (20, 30, 16)],
+)
 def test_attend_tiles_matches_float64_reference(q_start, q_len, tile):
-    """Fixed-shape tiles: padded query rows, stale keys after the last query, any start and end inside a tile."""
+    """Fixed-shape tiles: padded query rows, stale keys after the last query, any start and end inside a tile,
+    ragged first and last tiles computed exactly or padded."""
     gen = torch.Generator().manual_seed(q_start * 100 + q_len)
     hq, hkv, d = 8, 2, 16
     end = q_start + q_len
@@ -51,6 +55,21 @@ def test_attend_tiles_matches_float64_reference(q_start, q_len, tile):
     out = attend_tiles(q, k, v, q_start=q_start, tile=tile, kernel="sdpa", scale=0.25)
     assert out.shape == q.shape
     assert _rel(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("q_start,q_len,padded", [(29, 3, []), (29, 22, [(32, 1)]), (20, 30, [(16, 2)]), (0, 40, [(0, 3)])])
+def test_ragged_tiles_below_half_run_at_their_exact_shape(q_start, q_len, padded, monkeypatch):
+    """A first or last tile with fewer than half its rows real is not padded: a short question over a long
+    cached prefix costs its own rows, not a whole tile of attention."""
+    from kanana_longctx.run import attention
+
+    calls = []
+    real = attention._padded_tiles
+    monkeypatch.setattr(attention, "_padded_tiles", lambda *a: calls.append((a[5], a[6])) or real(*a))
+    q = torch.randn(1, 8, q_len, 16)
+    kv = torch.randn(1, 2, 64, 16)
+    attend_tiles(q, kv, kv, q_start=q_start, tile=16, kernel="sdpa", scale=0.25)
+    assert calls == padded  # (first position, tile count) of the padded run
 
 
 def test_attend_tiles_needs_the_buffer_to_reach_the_last_tile_end():

@@ -62,7 +62,7 @@ def test_fused_merge_matches_the_torch_merge():
     assert _rel(fused.cpu(), merge_states(o1.cpu(), l1.cpu(), o2.cpu(), l2.cpu())) < 4e-3
 
 
-@pytest.mark.parametrize("q_start,q_len", [(0, 3000), (1500, 700), (4095, 1), (777, 5000)])
+@pytest.mark.parametrize("q_start,q_len", [(0, 3000), (1500, 700), (4095, 1), (777, 5000), (30000, 40)])
 def test_cudnn_tiles_match_float32_reference(q_start, q_len):
     from kanana_longctx.run.attention import attend_tiles
 

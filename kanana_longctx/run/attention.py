@@ -184,20 +184,45 @@ def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale
     hides from every real query. One batched square instead of a call per tile: a lone 1024-token causal square
     runs at ~110 TFLOP/s on the H100 (too little work to fill it), a batch of them near the kernel's full rate.
 
+    A first or last tile with fewer than half its rows real runs at its exact shape instead (`attend`, on FA2 when
+    the tiles run on cuDNN: no plan to build, about half cuDNN's rate, so cheaper than a padded tile below half):
+    the question of a probe whose haystack is shared, a needle at the very end, and the ragged ends of every suffix.
+
     Shapes: q (B, Hq, T, D) for positions [q_start, q_start + T), already written into k_buf/v_buf (B, Hkv, N, D)
     with N >= the end of the last tile. Returns (B, Hq, T, D), a transposed view of a (B, T, Hq, D) tensor.
     """
     B, Hq, T, D = q.shape
-    Hkv = k_buf.shape[1]
-    groups = Hq // Hkv
     end = q_start + T
     if k_buf.shape[2] < end + (-end % tile):
         raise ValueError(f"the KV buffer ({k_buf.shape[2]}) must reach the end of the last tile")
     first = q_start - q_start % tile
     n = -(-(end - first) // tile)
+    exact_kernel = "fa2" if kernel == "cudnn" else kernel
+    lo, hi = 0, n  # tiles [lo, hi) run padded; the ragged ends below half a tile run exactly
+    if min(end, first + tile) - q_start < tile // 2:
+        lo = 1
+    if hi > lo and end - max(q_start, first + (n - 1) * tile) < tile // 2:
+        hi = n - 1
+    out = q.new_empty(B, T, Hq, D)
+    for j in sorted({0, n - 1} - set(range(lo, hi))):
+        a, b = max(q_start, first + j * tile), min(end, first + (j + 1) * tile)
+        o = attend(q[:, :, a - q_start : b - q_start], k_buf[:, :, :b], v_buf[:, :, :b], q_start=a, kernel=exact_kernel, scale=scale)
+        out[:, a - q_start : b - q_start] = o.transpose(1, 2)
+    if hi > lo:
+        _padded_tiles(q, k_buf, v_buf, out, q_start, first + lo * tile, hi - lo, tile, kernel, scale)
+    return out.transpose(1, 2)
+
+
+def _padded_tiles(q, k_buf, v_buf, out, q_start: int, first: int, n: int, tile: int, kernel: str, scale: float):
+    """The n tiles from position `first` (a tile boundary) of `attend_tiles`, written into `out` (B, T, Hq, D)."""
+    B, Hq, T, D = q.shape
+    Hkv = k_buf.shape[1]
+    groups = Hq // Hkv
+    end = q_start + T
+    lo, hi = max(q_start, first), min(end, first + n * tile)  # the real rows these tiles hold
     # Queries padded to whole tiles, laid out (B, n, Hq, tile, D) so that each tile is one contiguous block.
     padded = q.new_zeros(B, Hq, n * tile, D)
-    padded[:, :, q_start - first : end - first] = q
+    padded[:, :, lo - first : hi - first] = q[:, :, lo - q_start : hi - q_start]
     q_tiles = padded.view(B, Hq, n, tile, D).transpose(1, 2).contiguous()
 
     def tiles_of(buf):  # the same tiles of the buffer's keys or values, kv heads expanded: (B * n, Hq, tile, D)
@@ -209,7 +234,6 @@ def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale
         causal=True, scale=scale, kernel=kernel, recurring=True,
     )
     o_sq, lse_sq = o_sq.view(B, n, Hq, tile, D), lse_sq.view(B, n, Hq, tile)
-    out = q.new_empty(B, T, Hq, D)
     for j in range(n):
         t0 = first + j * tile
         a, b = max(q_start, t0), min(end, t0 + tile)
@@ -221,4 +245,3 @@ def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale
             )
             o = merge_states(_unfold_groups(o_rect, Hq, tile), _unfold_groups(lse_rect, Hq, tile), o, lse_sq[:, j])
         out[:, a - q_start : b - q_start] = o[:, :, a - t0 : b - t0].transpose(1, 2)
-    return out.transpose(1, 2)
