@@ -204,7 +204,9 @@ def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale
     if hi > lo and end - max(q_start, first + (n - 1) * tile) < tile // 2:
         hi = n - 1
     out = q.new_empty(B, T, Hq, D)
-    for j in sorted({0, n - 1} - set(range(lo, hi))):
+    for j in sorted({0, n - 1}):
+        if lo <= j < hi:
+            continue
         a, b = max(q_start, first + j * tile), min(end, first + (j + 1) * tile)
         o = attend(q[:, :, a - q_start : b - q_start], k_buf[:, :, :b], v_buf[:, :, :b], q_start=a, kernel=exact_kernel, scale=scale)
         out[:, a - q_start : b - q_start] = o.transpose(1, 2)

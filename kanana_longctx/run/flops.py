@@ -56,5 +56,12 @@ def last_layer_skipped_flops(shape: ModelShape, prefix: int, rows: int) -> float
     return 2.0 * (per_layer - shape.qkv_params) * rows + attention
 
 
+def span_flops(shape: ModelShape, start: int, tokens: int, *, logits: bool, trimmed: bool) -> float:
+    """FLOPs the fast engine computes for `tokens` positions after `start` cached ones: the suffix, less what the
+    trimmed last layer leaves out (every row but the logits' one; all rows of a span without logits)."""
+    skipped = last_layer_skipped_flops(shape, start, tokens - 1 if logits else tokens) if trimmed else 0.0
+    return suffix_flops(shape, start, tokens) - skipped
+
+
 def grid_flops(shape: ModelShape, lengths) -> float:
     return sum(prefill_flops(shape, int(n)) for n in lengths)

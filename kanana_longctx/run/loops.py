@@ -111,8 +111,8 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
     import numpy as np
 
     from kanana_longctx.run.fast_llama import PrefixReusingLlama
-    from kanana_longctx.run.flops import ModelShape, last_layer_skipped_flops, suffix_flops
-    from kanana_longctx.run.reuse_plan import SHARED, Copy, plan_reuse
+    from kanana_longctx.run.flops import ModelShape, span_flops
+    from kanana_longctx.run.reuse_plan import SHARED, Copy, plan_reuse, planned_work
 
     if not pending:
         return LoopStats(0.0)
@@ -127,13 +127,10 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
     )
     stop = _make_stop(tokenizer, stop_ids, probe_set.form)
     reporter.note(f"fast engine: {fast.describe()}")
-    trimmed = fast.trim_last_layer
-
-    def flops(start: int, n: int, logits: bool) -> float:
-        skipped = last_layer_skipped_flops(shape, start, n - 1 if logits else n) if trimmed else 0.0
-        return suffix_flops(shape, start, n) - skipped
-
-    computed = 0.0
+    computed = sum(
+        span_flops(shape, begin, end - begin, logits=logits, trimmed=fast.trim_last_layer)
+        for begin, end, logits in planned_work(batches, [len(x) for x in ids])
+    )
     seconds = {"prefill": 0.0, "decode": 0.0}
     t_prefill = time.perf_counter()
     for batch in batches:
@@ -143,11 +140,8 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
                 continue
             tokens = shared if step.source == SHARED else ids[step.source]
             fast.prefill(tokens[step.begin : step.end], step.begin, row=step.row, want_logits=False)
-            computed += flops(step.begin, step.end - step.begin, False)
         t = time.perf_counter()
         logits = fast.prefill_rows([(ids[s.probe][s.start :], s.start, s.row) for s in batch.suffixes])
-        for s in batch.suffixes:
-            computed += flops(s.start, len(ids[s.probe]) - s.start, True)
         _synchronize(loaded)
         t_decode = time.perf_counter()
         seconds["prefill"] += t_decode - t_prefill
