@@ -56,12 +56,14 @@ def test_smollm2_finds_needles_in_noise(form, smollm2_tokenizer, smollm2_loaded,
 @pytest.mark.parametrize("variant", ["as on cpu", "gpu layout"])
 def test_fast_and_plain_engines_agree_on_smollm2(variant, smollm2_tokenizer, smollm2_loaded, tmp_path, monkeypatch):
     """Prefix reuse, split attention and the static decode step change no greedy output (float32 on CPU).
-    "gpu layout" forces what a GPU run does: fixed-shape attention tiles and probes batched over 3 KV buffer rows
-    (prefixes copied between rows), so the batching bookkeeping is checked on a real model too."""
+    "gpu layout" forces what a GPU run does: fixed-shape attention tiles, probes batched over 3 KV buffer rows
+    (prefixes copied between rows) and prompts prefilled in several chunks, so the batching bookkeeping is checked
+    on a real model too."""
     if variant == "gpu layout":
         from kanana_longctx.run import fast_llama, loops
+        from kanana_longctx.run.memory_plan import MemoryPlan
 
-        monkeypatch.setattr(loops, "decode_rows_for", lambda loaded, tokens, probes: 3)
+        monkeypatch.setattr(loops, "memory_plan_for", lambda loaded, tokens, probes: MemoryPlan(3, 512, 0, 0))
         monkeypatch.setattr(fast_llama, "default_tile_tokens", lambda kernel, device: 128)
     probe_set = _probes(smollm2_tokenizer, "qaform")
     ours = execute(probe_set, RunOptions(engine="fast"), tmp_path / "fast", loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)

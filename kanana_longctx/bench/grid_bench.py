@@ -56,6 +56,8 @@ class BenchReport:
     ours_subset_s: float
     speedup: float
     peak_memory_gib: float
+    kv_rows: int
+    chunk_tokens: int
     attention: str
     engine: str
     gpu: str
@@ -177,7 +179,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         say(f"our runner on the whole grid ({flops:.3e} FLOPs without reuse, T_peak {t_peak:.1f} s) ...")
         ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer)
         say(f"ours: {ours.wall_seconds:.1f} s = {ours.wall_seconds / t_peak if t_peak else 0:.2f} x T_peak, "
-            f"peak {ours.peak_memory_gib:.1f} GiB, computed {ours.computed_flops:.3e} FLOPs; prefill "
+            f"peak {ours.peak_memory_gib:.1f} GiB ({ours.kv_rows} KV rows, {ours.chunk_tokens}-token chunks), computed {ours.computed_flops:.3e} FLOPs; prefill "
             f"{ours.prefill_seconds:.1f} s ({ours.prefill_tflops:.0f} TFLOP/s on computed), decode "
             f"{ours.decode_seconds:.1f} s")
         subset = spread_subset(probe_set.probes, request.naive_subset) if request.naive_subset else []
@@ -216,6 +218,8 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         ours_subset_s=ours_sub.wall_seconds if ours_sub else 0.0,
         speedup=naive / ours_sub.wall_seconds if ours_sub and ours_sub.wall_seconds else 0.0,
         peak_memory_gib=ours.peak_memory_gib,
+        kv_rows=ours.kv_rows,
+        chunk_tokens=ours.chunk_tokens,
         attention=attention,
         engine=ours.engine,
         gpu=loaded.gpu_name or device,

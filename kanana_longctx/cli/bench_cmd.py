@@ -63,6 +63,7 @@ def bench(
         (f"naive loop, {report.naive_probes}-probe subset", f"{report.naive_s:.1f} s"),
         ("ours, same subset", f"{report.ours_subset_s:.1f} s (speed-up {report.speedup:.1f}x)"),
         ("peak GPU memory", f"{report.peak_memory_gib:.1f} GiB"),
+        ("KV rows x prefill chunk", f"{report.kv_rows} x {report.chunk_tokens} tokens"),
         ("attention / engine", f"{report.attention} / {report.engine}"),
         ("max new tokens", str(report.max_new_tokens)),
         ("last-token logits vs transformers", f"rel err {report.logits_rel_err_ours:.2e} (eager vs sdpa: "

@@ -18,11 +18,14 @@ from kanana_longctx.run.scoring import score_contains
 @dataclass(frozen=True)
 class LoopStats:
     """What a probe loop did: the prefill FLOPs it computed and, for the fast loop, where its time went (prefill
-    and decode seconds, the GPU synchronised at every switch; 0.0 where the loop cannot tell them apart)."""
+    and decode seconds, the GPU synchronised at every switch; 0.0 where the loop cannot tell them apart) and the
+    KV rows and prefill chunk it ran with (0 for the plain loop)."""
 
     computed_flops: float
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    kv_rows: int = 0
+    chunk_tokens: int = 0
 
 
 def stop_token_ids(tokenizer, model) -> set[int]:
@@ -82,25 +85,30 @@ def _make_stop(tokenizer, stop_ids: set[int], form: str):
     return stop
 
 
-# Decoding is memory-bound: probes decoded together share each step's weight read. Their KV buffers (one row each)
-# may take this share of the GPU's memory, and at least one row always exists.
-DECODE_ROWS_MEMORY_SHARE = 0.35
-MAX_DECODE_ROWS = 8
+def memory_plan_for(loaded, buffer_tokens: int, probes: int):
+    """KV rows and prefill chunk of a fast run (kanana_longctx.run.memory_plan says how they are chosen); on the
+    CPU one row and 2048-token chunks (no graphs there, so nothing to share in decoding)."""
+    from kanana_longctx.run.memory_plan import MemoryPlan, chunk_bytes_per_token, plan_memory, run_budget_bytes
 
-
-def decode_rows_for(loaded, buffer_tokens: int, probes: int) -> int:
-    """How many probes to decode together: as many KV buffer rows as fit in the memory share, at most 8; 1 on CPU
-    (no graphs there, so nothing to share)."""
+    cfg = loaded.model.config
+    elem = _element_size(loaded)
     if loaded.device != "cuda":
-        return 1
+        return MemoryPlan(rows=1, chunk_tokens=2048, planned_bytes=0, budget_bytes=0)
     import torch
 
-    from kanana_longctx.run.fast_llama import row_kv_bytes
+    from kanana_longctx.run.fast_llama import default_tile_tokens, row_kv_bytes
 
+    tile = default_tile_tokens(loaded.attention, "cuda")
+    if tile:  # the engine's buffer ends on a tile boundary
+        buffer_tokens += -buffer_tokens % tile
     _, total = torch.cuda.mem_get_info()
-    budget = min(DECODE_ROWS_MEMORY_SHARE * total, 0.6 * free_gpu_bytes())
-    row = row_kv_bytes(loaded.model.config, buffer_tokens, _element_size(loaded))
-    return max(1, min(MAX_DECODE_ROWS, probes, int(budget // row)))
+    budget = run_budget_bytes(total, torch.cuda.memory_allocated(), free_gpu_bytes())
+    return plan_memory(
+        row_bytes=row_kv_bytes(cfg, buffer_tokens, elem),
+        chunk_bytes_per_token=chunk_bytes_per_token(cfg.hidden_size, cfg.intermediate_size, elem),
+        budget_bytes=budget,
+        probes=probes,
+    )
 
 
 def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> LoopStats:
@@ -120,13 +128,13 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
     shared = np.asarray(probe_set.shared_prefix_ids, dtype=np.int64)
     ids = [np.asarray(p.input_ids, dtype=np.int64) for p in pending]
     buffer_tokens = max(p.n_tokens for p in pending) + max_new + 1
-    rows = decode_rows_for(loaded, buffer_tokens, len(pending))
-    batches = plan_reuse(ids, shared, rows)
-    fast = PrefixReusingLlama(
-        loaded, max_tokens=buffer_tokens, chunk_tokens=32768 if loaded.device == "cuda" else 2048, rows=rows
-    )
+    memory = memory_plan_for(loaded, buffer_tokens, len(pending))
+    batches = plan_reuse(ids, shared, memory.rows)
+    fast = PrefixReusingLlama(loaded, max_tokens=buffer_tokens, chunk_tokens=memory.chunk_tokens, rows=memory.rows)
     stop = _make_stop(tokenizer, stop_ids, probe_set.form)
     reporter.note(f"fast engine: {fast.describe()}")
+    if memory.budget_bytes:
+        reporter.note(f"memory: {memory.describe()}")
     computed = sum(
         span_flops(shape, begin, end - begin, logits=logits, trimmed=fast.trim_last_layer)
         for begin, end, logits in planned_work(batches, [len(x) for x in ids])
@@ -155,7 +163,7 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
         seconds["decode"] += t_prefill - t_decode
     for note in fast.fallback_notes():
         reporter.note(f"fast engine: {note}")
-    return LoopStats(computed, seconds["prefill"], seconds["decode"])
+    return LoopStats(computed, seconds["prefill"], seconds["decode"], memory.rows, fast.chunk_tokens)
 
 
 def _synchronize(loaded) -> None:

@@ -32,6 +32,8 @@ class RunSummary:
     prefill_seconds: float = 0.0  # fast engine: time in prefill and in decoding (0.0 when not split)
     decode_seconds: float = 0.0
     peak_memory_gib: float = 0.0
+    kv_rows: int = 0  # fast engine: probes decoded together, one KV buffer row each
+    chunk_tokens: int = 0  # fast engine: tokens per prefill chunk
     matmul_tflops: float = 0.0  # the GPU's bf16 matmul rate, measured after the run (the share-of-peak yardstick)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -135,7 +137,8 @@ def render_summary(console, summary: RunSummary) -> None:
             rate = ""
             if summary.device == "cuda":
                 rate = f" ({summary.prefill_tflops:.0f} TFLOP/s on the computed FLOPs)"
-            console.print(f"prefill {summary.prefill_seconds:.1f} s{rate}, decode {summary.decode_seconds:.1f} s")
+            layout = f" ({summary.kv_rows} KV rows, {summary.chunk_tokens}-token chunks)" if summary.kv_rows else ""
+            console.print(f"prefill {summary.prefill_seconds:.1f} s{rate}, decode {summary.decode_seconds:.1f} s{layout}")
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"results: {summary.out_dir}/results.jsonl")

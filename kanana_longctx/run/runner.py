@@ -231,6 +231,8 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         prefill_seconds=stats.prefill_seconds,
         decode_seconds=stats.decode_seconds,
         peak_memory_gib=peak_gib,
+        kv_rows=stats.kv_rows,
+        chunk_tokens=stats.chunk_tokens,
         matmul_tflops=_matmul_rate(loaded.device, bool(pending)),
         notes=tuple(notes),
     )

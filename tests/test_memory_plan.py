@@ -1,0 +1,89 @@
+"""KV rows and prefill chunk chosen together against one memory budget (kanana_longctx.run.memory_plan)."""
+
+import pytest
+
+from kanana_longctx.bench.models import shape_config
+from kanana_longctx.run.fast_llama import row_kv_bytes
+from kanana_longctx.run.memory_plan import (
+    MAX_ROWS,
+    MemoryPlan,
+    chunk_bytes_per_token,
+    plan_memory,
+    run_budget_bytes,
+)
+
+GIB = 2**30
+H100_TOTAL = int(79.19 * GIB)  # what torch.cuda.mem_get_info reports for an H100 80GB HBM3
+
+
+def _llama_8b():
+    config = shape_config("llama-8b", yarn=True)
+    per_token = chunk_bytes_per_token(config.hidden_size, config.intermediate_size, 2)
+    h, kv_width = config.hidden_size, config.num_key_value_heads * config.head_dim
+    layer = 2 * h * h + 2 * h * kv_width + 3 * h * config.intermediate_size  # q, o; k, v; gate, up, down
+    weights = 2 * (config.num_hidden_layers * layer + 2 * config.vocab_size * h)
+    return config, per_token, weights
+
+
+def _plan_on_h100(buffer_tokens: int, probes: int = 225) -> MemoryPlan:
+    config, per_token, weights = _llama_8b()
+    budget = run_budget_bytes(H100_TOTAL, weights, H100_TOTAL - weights)
+    return plan_memory(
+        row_bytes=row_kv_bytes(config, buffer_tokens), chunk_bytes_per_token=per_token, budget_bytes=budget, probes=probes
+    )
+
+
+def test_activation_estimate_matches_the_h100_peaks():
+    """Peaks measured on the H100 (8B, 128,000 tokens, buffer 129,024): 34.87 GiB with 1 row and 32K chunks,
+    48.59 with 2 rows and 16K chunks, 50.66 with 2 rows and 32K chunks (docs/performance.md)."""
+    config, per_token, weights = _llama_8b()
+    assert weights / GIB == pytest.approx(14.96, abs=0.01)
+    row = row_kv_bytes(config, 129024)
+    for rows, chunk, measured in ((1, 32768, 34.87), (2, 16384, 48.59), (2, 32768, 50.66)):
+        assert (weights + rows * row + chunk * per_token) / GIB == pytest.approx(measured, abs=0.15)
+
+
+def test_128k_on_an_80gb_card_takes_two_rows_with_16k_chunks():
+    """The case the plan exists for: 32K chunks leave room for one 15.75 GiB row only; 16K chunks, for two."""
+    plan = _plan_on_h100(129024)
+    assert (plan.rows, plan.chunk_tokens) == (2, 16384)
+    assert plan.fits
+    _, _, weights = _llama_8b()
+    assert (weights + plan.planned_bytes) / GIB <= 50
+
+
+def test_32k_fills_the_rows_before_it_keeps_long_chunks():
+    plan = _plan_on_h100(32768, probes=480)
+    assert (plan.rows, plan.chunk_tokens) == (MAX_ROWS, 16384)
+
+
+def test_the_longest_chunk_that_fits_beside_the_rows():
+    plan = plan_memory(row_bytes=10, chunk_bytes_per_token=1, budget_bytes=30 + 32768, probes=3, chunks=(16384, 32768))
+    assert (plan.rows, plan.chunk_tokens, plan.planned_bytes) == (3, 32768, 30 + 32768)
+    plan = plan_memory(row_bytes=10, chunk_bytes_per_token=1, budget_bytes=30 + 32767, probes=3)
+    assert (plan.rows, plan.chunk_tokens) == (3, 16384)
+
+
+def test_rows_are_capped_by_probes_and_the_maximum():
+    assert plan_memory(row_bytes=1, chunk_bytes_per_token=1, budget_bytes=10**9, probes=3).rows == 3
+    assert plan_memory(row_bytes=1, chunk_bytes_per_token=1, budget_bytes=10**9, probes=100).rows == MAX_ROWS
+    assert plan_memory(row_bytes=1, chunk_bytes_per_token=1, budget_bytes=10**9, probes=0).rows == 1
+
+
+def test_nothing_fits_one_row_and_the_shortest_chunk_flagged():
+    plan = plan_memory(row_bytes=100, chunk_bytes_per_token=1, budget_bytes=50, probes=4)
+    assert (plan.rows, plan.chunk_tokens) == (1, 16384)
+    assert not plan.fits
+    assert "over budget" in plan.describe()
+
+
+def test_budget_counts_what_is_allocated_and_what_is_free():
+    total = 100 * GIB
+    assert run_budget_bytes(total, 20 * GIB, 80 * GIB) == int(0.63 * total) - 20 * GIB
+    assert run_budget_bytes(total, 20 * GIB, 10 * GIB) == int(0.6 * 10 * GIB)  # another process holds the rest
+    assert run_budget_bytes(total, 70 * GIB, 30 * GIB) == 0
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError):
+        plan_memory(row_bytes=0, chunk_bytes_per_token=1, budget_bytes=10, probes=1)
