@@ -97,6 +97,34 @@ def test_compiled_layers_match_the_eager_ones_at_several_lengths():
         assert _rel(compiled.prefill(ids[start:], start), eager.prefill(ids[start:], start)) < 1e-5
 
 
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="inductor on CPU needs a C++ compiler")
+@pytest.mark.parametrize("tile", [0, 16])
+def test_one_compiled_graph_per_half_whatever_the_attention_layout(tile):
+    """The exact attention path (tile 0: FA2, SDPA, the CPU), joined suffixes and the trimmed last layer's single
+    row each leave the attention output in another layout or shape; each used to be a compilation of its own.
+    One graph per half now, same results."""
+    from torch._dynamo.utils import counters
+
+    model, loaded = _model("llama")
+    ids = torch.randint(0, 500, (200,), generator=torch.Generator().manual_seed(6))
+    requests = [(ids[:150], 0, 0), (ids[150:160], 150, 1), (ids[100:130], 100, 2), (ids[60:200], 60, 3)]
+    outputs = []
+    for compile_layers in (False, True):
+        torch._dynamo.reset()
+        counters.clear()
+        fast = PrefixReusingLlama(
+            loaded, max_tokens=256, chunk_tokens=48, tile_tokens=tile, rows=4, compile_layers=compile_layers
+        )
+        for row in (1, 2, 3):
+            fast.prefill(ids[:150], 0, row=row, want_logits=False)
+        # alone in chunks (150 tokens; 48, not the hidden size 64: equal sizes share a symbol), a 10-token suffix (below half a tile: exact), joined ones, a trimmed row
+        outputs.append([fast.prefill_rows(requests[:1]), fast.prefill_rows(requests[1:])])
+    assert counters["stats"]["unique_graphs"] == 2
+    eager, compiled = outputs
+    for a, b in zip(sum(eager, []), sum(compiled, [])):
+        assert _rel(b, a) < 1e-5
+
+
 def test_a_compiler_failure_falls_back_to_the_eager_layers(monkeypatch):
     """No Triton or no C++ compiler: the first compiled call fails, the eager halves take over, the engine says so."""
     model, loaded = _model("llama")

@@ -57,9 +57,9 @@ def pre_attention(x, norm_w, eps: float, w_qkv, b_qkv, q_norm_w, k_norm_w, cos, 
 
 
 def post_attention(x, o, w_o, b_o, norm_w, eps: float, w_gate_up, b_gate_up, w_down, b_down, ffn: int):
-    """o_proj and residual, RMSNorm, one gate-up matmul, SiLU(gate) * up, down and residual. o: (1, heads, T, d)."""
-    T = x.shape[1]
-    x = x + F.linear(o.transpose(1, 2).reshape(1, T, -1), w_o, b_o)
+    """o_proj and residual, RMSNorm, one gate-up matmul, SiLU(gate) * up, down and residual. o: the attention
+    output with its heads joined, (1, T, heads x head_dim)."""
+    x = x + F.linear(o, w_o, b_o)
     gate, up = F.linear(rms_norm(x, norm_w, eps), w_gate_up, b_gate_up).split([ffn, ffn], dim=-1)
     return x + F.linear(F.silu(gate) * up, w_down, b_down)
 
@@ -198,7 +198,10 @@ class FusedLayers:
         return "fused layers, eager" + (f" (compilation failed: {self.compile_error})" if self.compile_error else "")
 
     def _run(self, compiled, eager, *args):
-        if not self.compiled:
+        """The compiled half, or the eager one where compilation is off, failed, or would not pay: a single token
+        (dynamic shapes specialise sizes 0 and 1, so one row would be a graph and a compilation of its own for a
+        call that takes microseconds; the trimmed last layer is such a call)."""
+        if not self.compiled or args[0].shape[1] == 1:
             return eager(*args)
         try:
             out = compiled(*args)
@@ -222,7 +225,12 @@ class FusedLayers:
         )  # fmt: skip
 
     def post(self, i: int, x, o):
+        """o: (1, heads, T, head_dim), in whatever layout the attention kernel left it. It enters the compiled half
+        as one layout, (1, T, heads x head_dim) with plain strides (a view where it already is one, else a copy):
+        compiled code guards on its inputs' strides, and each layout of the tiles, the exact path and the joined
+        suffixes was a graph and a compilation of its own."""
         w = self.layers[i]
+        o = o.transpose(1, 2).reshape(x.shape[1], -1)[None]
         return self._run(
             self._post, post_attention,
             x, o, w.o, w.o_bias, w.post_norm, w.post_eps, w.gate_up, w.gate_up_bias, w.down, w.down_bias, self.ffn,
