@@ -117,7 +117,8 @@ def test_one_compiled_graph_per_half_whatever_the_attention_layout(tile):
         )
         for row in (1, 2, 3):
             fast.prefill(ids[:150], 0, row=row, want_logits=False)
-        # alone in chunks (150 tokens; 48, not the hidden size 64: equal sizes share a symbol), a 10-token suffix (below half a tile: exact), joined ones, a trimmed row
+        # alone in chunks of 48 (not 64, the hidden size: equal sizes share one symbol and the graph would assume
+        # it), then a 10-token suffix (below half a tile: exact) joined with a 30-token one, and trimmed rows
         outputs.append([fast.prefill_rows(requests[:1]), fast.prefill_rows(requests[1:])])
     assert counters["stats"]["unique_graphs"] == 2
     eager, compiled = outputs

@@ -90,8 +90,6 @@ def memory_plan_for(loaded, buffer_tokens: int, probes: int):
     CPU one row and 2048-token chunks (no graphs there, so nothing to share in decoding)."""
     from kanana_longctx.run.memory_plan import MemoryPlan, chunk_bytes_per_token, plan_memory, run_budget_bytes
 
-    cfg = loaded.model.config
-    elem = _element_size(loaded)
     if loaded.device != "cuda":
         return MemoryPlan(rows=1, chunk_tokens=2048, planned_bytes=0, budget_bytes=0)
     import torch
@@ -101,6 +99,7 @@ def memory_plan_for(loaded, buffer_tokens: int, probes: int):
     tile = default_tile_tokens(loaded.attention, "cuda")
     if tile:  # the engine's buffer ends on a tile boundary
         buffer_tokens += -buffer_tokens % tile
+    cfg, elem = loaded.model.config, _element_size(loaded)
     _, total = torch.cuda.mem_get_info()
     budget = run_budget_bytes(total, torch.cuda.memory_allocated(), free_gpu_bytes())
     return plan_memory(

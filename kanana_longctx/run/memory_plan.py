@@ -22,7 +22,7 @@ from dataclasses import dataclass
 MAX_ROWS = 8  # the cap the engine has always had; more rows were never measured
 CHUNK_CHOICES = (32768, 16384)  # both measured equally fast on the H100 at 128K; shorter chunks were not measured
 # The run's peak (weights, KV rows and one chunk's activations) aims at this share of the GPU's memory: 50 GiB on
-# an 80 GB card, the target, leaving the rest to other processes and the allocator's slack.
+# an 80 GB card (the target in docs/performance.md), leaving the rest to other processes and the allocator's slack.
 RUN_PEAK_SHARE = 0.63
 # And at most this share of what is free now, whatever the total: another process may hold the rest.
 FREE_SHARE = 0.6
