@@ -24,3 +24,4 @@ def test_the_summary_says_where_the_time_went():
     assert "prefill 8.0 s (500 TFLOP/s on the computed FLOPs), decode 1.5 s" in text("cuda")
     assert "prefill 8.0 s, decode 1.5 s" in text("cpu")
     assert "decode 1.5 s (2 KV rows, 16384-token chunks)" in text("cuda", rows=2)
+    assert "decode 1.5 s (1 KV row, 16384-token chunks)" in text("cuda", rows=1)

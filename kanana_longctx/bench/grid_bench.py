@@ -179,7 +179,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         say(f"our runner on the whole grid ({flops:.3e} FLOPs without reuse, T_peak {t_peak:.1f} s) ...")
         ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer)
         say(f"ours: {ours.wall_seconds:.1f} s = {ours.wall_seconds / t_peak if t_peak else 0:.2f} x T_peak, "
-            f"peak {ours.peak_memory_gib:.1f} GiB ({ours.kv_rows} KV rows, {ours.chunk_tokens}-token chunks), "
+            f"peak {ours.peak_memory_gib:.1f} GiB ({ours.kv_rows} KV row(s), {ours.chunk_tokens}-token chunks), "
             f"computed {ours.computed_flops:.3e} FLOPs; prefill {ours.prefill_seconds:.1f} s ({ours.prefill_tflops:.0f} TFLOP/s on computed), decode "
             f"{ours.decode_seconds:.1f} s")
         subset = spread_subset(probe_set.probes, request.naive_subset) if request.naive_subset else []

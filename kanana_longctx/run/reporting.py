@@ -137,7 +137,8 @@ def render_summary(console, summary: RunSummary) -> None:
             rate = ""
             if summary.device == "cuda":
                 rate = f" ({summary.prefill_tflops:.0f} TFLOP/s on the computed FLOPs)"
-            layout = f" ({summary.kv_rows} KV rows, {summary.chunk_tokens}-token chunks)" if summary.kv_rows else ""
+            rows = f"{summary.kv_rows} KV row{'s' if summary.kv_rows > 1 else ''}"
+            layout = f" ({rows}, {summary.chunk_tokens}-token chunks)" if summary.kv_rows else ""
             console.print(f"prefill {summary.prefill_seconds:.1f} s{rate}, decode {summary.decode_seconds:.1f} s{layout}")
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
