@@ -22,6 +22,8 @@ def test_tiny_bench_reports_the_table_and_writes_its_json(tmp_path, smollm2_sour
     assert report["prompt_tokens"] == 5 * (500 + 1000 + 2000 + 4000)
     assert 0 < report["ours_computed_flops"] < report["flops"]  # the haystack prefix was reused
     assert report["naive_s"] > 0 and report["ours_subset_s"] > 0
+    phases = report["ours_setup_s"] + report["ours_prefill_s"] + report["ours_decode_s"]
+    assert report["ours_setup_s"] > 0 and phases <= report["ours_s"]
     assert (report["engine"], report["kv_rows"], report["chunk_tokens"]) == ("fast", 1, 2048)
     assert report["logits_rel_err_ours"] < 1e-4 and report["argmax_agree"] == "3/3"  # float32 on the CPU
     assert "KV rows x prefill chunk" in result.stdout and "1 x 2048 tokens" in result.stdout

@@ -69,9 +69,9 @@ def test_fast_and_plain_engines_agree_on_smollm2(variant, smollm2_tokenizer, smo
     ours = execute(probe_set, RunOptions(engine="fast"), tmp_path / "fast", loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)
     hf = execute(probe_set, RunOptions(engine="hf"), tmp_path / "hf", loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)
     # the fast loop says where its time went; the plain loop cannot split generate() into phases
-    assert ours.prefill_seconds > 0 and ours.decode_seconds > 0
-    assert ours.prefill_seconds + ours.decode_seconds <= ours.wall_seconds
-    assert hf.prefill_seconds == hf.decode_seconds == 0.0
+    assert ours.prefill_seconds > 0 and ours.decode_seconds > 0 and ours.setup_seconds > 0
+    assert ours.setup_seconds + ours.prefill_seconds + ours.decode_seconds <= ours.wall_seconds
+    assert hf.prefill_seconds == hf.decode_seconds == hf.setup_seconds == 0.0
     assert 0 < ours.computed_flops < hf.computed_flops  # prefix reuse
     fast_records = {r.probe_id: r for r in load_results(tmp_path / "fast")[0]}
     fast = {probe_id: r.output for probe_id, r in fast_records.items()}

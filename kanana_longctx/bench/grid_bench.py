@@ -51,6 +51,7 @@ class BenchReport:
     ours_computed_flops: float  # what prefix reuse left to compute
     ours_prefill_s: float
     ours_decode_s: float
+    ours_setup_s: float
     naive_probes: int
     naive_s: float
     ours_subset_s: float
@@ -180,8 +181,9 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer)
         say(f"ours: {ours.wall_seconds:.1f} s = {ours.wall_seconds / t_peak if t_peak else 0:.2f} x T_peak, "
             f"peak {ours.peak_memory_gib:.1f} GiB ({ours.kv_rows} KV row(s), {ours.chunk_tokens}-token chunks), "
-            f"computed {ours.computed_flops:.3e} FLOPs; prefill {ours.prefill_seconds:.1f} s ({ours.prefill_tflops:.0f} TFLOP/s on computed), decode "
-            f"{ours.decode_seconds:.1f} s")
+            f"computed {ours.computed_flops:.3e} FLOPs; prefill {ours.prefill_seconds:.1f} s "
+            f"({ours.prefill_tflops:.0f} TFLOP/s on computed), decode {ours.decode_seconds:.1f} s, "
+            f"setup {ours.setup_seconds:.1f} s")
         subset = spread_subset(probe_set.probes, request.naive_subset) if request.naive_subset else []
         ours_sub = None
         if subset:
@@ -213,6 +215,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         ours_computed_flops=ours.computed_flops,
         ours_prefill_s=ours.prefill_seconds,
         ours_decode_s=ours.decode_seconds,
+        ours_setup_s=ours.setup_seconds,
         naive_probes=len(subset),
         naive_s=naive,
         ours_subset_s=ours_sub.wall_seconds if ours_sub else 0.0,

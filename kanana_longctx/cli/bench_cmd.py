@@ -60,6 +60,7 @@ def bench(
         ("ours, whole grid", f"{report.ours_s:.1f} s = {report.ours_vs_t_peak:.2f} x T_peak"),
         ("ours: computed FLOPs, prefill, decode", f"{report.ours_computed_flops:.3e}, {report.ours_prefill_s:.1f} s ("
          f"{report.ours_prefill_tflops:.0f} TFLOP/s), {report.ours_decode_s:.1f} s"),
+        ("ours: setup before the first probe", f"{report.ours_setup_s:.1f} s"),
         (f"naive loop, {report.naive_probes}-probe subset", f"{report.naive_s:.1f} s"),
         ("ours, same subset", f"{report.ours_subset_s:.1f} s (speed-up {report.speedup:.1f}x)"),
         ("peak GPU memory", f"{report.peak_memory_gib:.1f} GiB"),

@@ -18,12 +18,14 @@ from kanana_longctx.run.scoring import score_contains
 @dataclass(frozen=True)
 class LoopStats:
     """What a probe loop did: the prefill FLOPs it computed and, for the fast loop, where its time went (prefill
-    and decode seconds, the GPU synchronised at every switch; 0.0 where the loop cannot tell them apart) and the
-    KV rows and prefill chunk it ran with (0 for the plain loop)."""
+    and decode seconds, the GPU synchronised at every switch, and the setup before the first probe: planning,
+    buffers, weight fusing; 0.0 where the loop cannot tell them apart) and the KV rows and prefill chunk it ran
+    with (0 for the plain loop)."""
 
     computed_flops: float
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    setup_seconds: float = 0.0
     kv_rows: int = 0
     chunk_tokens: int = 0
 
@@ -123,6 +125,7 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
 
     if not pending:
         return LoopStats(0.0)
+    t_setup = time.perf_counter()
     shape = ModelShape.from_config(loaded.model.config)
     shared = np.asarray(probe_set.shared_prefix_ids, dtype=np.int64)
     ids = [np.asarray(p.input_ids, dtype=np.int64) for p in pending]
@@ -138,8 +141,9 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
         span_flops(shape, begin, end - begin, logits=logits, trimmed=fast.trim_last_layer)
         for begin, end, logits in planned_work(batches, [len(x) for x in ids])
     )
-    seconds = {"prefill": 0.0, "decode": 0.0}
+    _synchronize(loaded)
     t_prefill = time.perf_counter()
+    seconds = {"prefill": 0.0, "decode": 0.0, "setup": t_prefill - t_setup}
     for batch in batches:
         for step in batch.steps:  # copies and shared parts, all before the batch's prefill overwrites anything
             if isinstance(step, Copy):
@@ -162,7 +166,9 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
         seconds["decode"] += t_prefill - t_decode
     for note in fast.fallback_notes():
         reporter.note(f"fast engine: {note}")
-    return LoopStats(computed, seconds["prefill"], seconds["decode"], memory.rows, fast.chunk_tokens)
+    return LoopStats(
+        computed, seconds["prefill"], seconds["decode"], seconds["setup"], memory.rows, fast.chunk_tokens
+    )
 
 
 def _synchronize(loaded) -> None:

@@ -31,6 +31,7 @@ class RunSummary:
     computed_flops: float = 0.0  # prefill FLOPs actually computed (prefix reuse removes part)
     prefill_seconds: float = 0.0  # fast engine: time in prefill and in decoding (0.0 when not split)
     decode_seconds: float = 0.0
+    setup_seconds: float = 0.0  # fast engine: before the first probe (planning, KV buffers, weight fusing)
     peak_memory_gib: float = 0.0
     kv_rows: int = 0  # fast engine: probes decoded together, one KV buffer row each
     chunk_tokens: int = 0  # fast engine: tokens per prefill chunk
@@ -139,7 +140,10 @@ def render_summary(console, summary: RunSummary) -> None:
                 rate = f" ({summary.prefill_tflops:.0f} TFLOP/s on the computed FLOPs)"
             rows = f"{summary.kv_rows} KV row{'s' if summary.kv_rows > 1 else ''}"
             layout = f" ({rows}, {summary.chunk_tokens}-token chunks)" if summary.kv_rows else ""
-            console.print(f"prefill {summary.prefill_seconds:.1f} s{rate}, decode {summary.decode_seconds:.1f} s{layout}")
+            console.print(
+                f"setup {summary.setup_seconds:.1f} s, prefill {summary.prefill_seconds:.1f} s{rate}, decode "
+                f"{summary.decode_seconds:.1f} s{layout}"
+            )
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"results: {summary.out_dir}/results.jsonl")

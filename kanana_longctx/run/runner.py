@@ -230,6 +230,7 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         computed_flops=stats.computed_flops,
         prefill_seconds=stats.prefill_seconds,
         decode_seconds=stats.decode_seconds,
+        setup_seconds=stats.setup_seconds,
         peak_memory_gib=peak_gib,
         kv_rows=stats.kv_rows,
         chunk_tokens=stats.chunk_tokens,
