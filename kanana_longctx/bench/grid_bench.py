@@ -141,6 +141,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     from kanana_longctx.probes.grid import resolve_grid
     from kanana_longctx.run.engine import finish_loaded, pick_attention, pick_device
     from kanana_longctx.run.flops import ModelShape, prefill_flops
+    from kanana_longctx.run.memory_plan import kv_rows_text
     from kanana_longctx.run.options import RunOptions
     from kanana_longctx.run.peak import measure_matmul_tflops
     from kanana_longctx.run.runner import execute
@@ -180,7 +181,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         say(f"our runner on the whole grid ({flops:.3e} FLOPs without reuse, T_peak {t_peak:.1f} s) ...")
         ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer)
         say(f"ours: {ours.wall_seconds:.1f} s = {ours.wall_seconds / t_peak if t_peak else 0:.2f} x T_peak, "
-            f"peak {ours.peak_memory_gib:.1f} GiB ({ours.kv_rows} KV row(s), {ours.chunk_tokens}-token chunks), "
+            f"peak {ours.peak_memory_gib:.1f} GiB ({kv_rows_text(ours.kv_rows)}, {ours.chunk_tokens}-token chunks), "
             f"computed {ours.computed_flops:.3e} FLOPs; prefill {ours.prefill_seconds:.1f} s "
             f"({ours.prefill_tflops:.0f} TFLOP/s on computed), decode {ours.decode_seconds:.1f} s, "
             f"setup {ours.setup_seconds:.1f} s")

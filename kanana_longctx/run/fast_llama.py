@@ -24,6 +24,7 @@ from itertools import accumulate
 import torch
 
 from kanana_longctx.run.fused_layer import FusedLayers, compile_wanted, rotate_half
+from kanana_longctx.run.memory_plan import kv_rows_text
 
 # Pre-norm Llama layout with plain residuals. Not granite (embedding/residual/logit multipliers) nor olmo2 (norms
 # after attention and MLP): this forward would silently compute something else for them.
@@ -58,6 +59,12 @@ CUDNN_TILE_TOKENS = 1024
 
 def default_tile_tokens(kernel: str, device_type: str) -> int:
     return CUDNN_TILE_TOKENS if kernel == "cudnn" and device_type == "cuda" else 0
+
+
+def buffer_tokens_for(tokens: int, tile: int) -> int:
+    """The KV buffer's length for `tokens` positions: up to the end of the last tile (attend_tiles reads whole
+    tiles), `tokens` itself without tiles."""
+    return tokens + (-tokens % tile) if tile else tokens
 
 
 def row_kv_bytes(config, tokens: int, element_size: int = 2) -> int:
@@ -133,8 +140,7 @@ class PrefixReusingLlama:
         self.chunk_tokens = max(1, chunk_tokens)
         if self.tile_tokens:
             self.chunk_tokens = max(self.tile_tokens, self.chunk_tokens - self.chunk_tokens % self.tile_tokens)
-            max_tokens += -max_tokens % self.tile_tokens
-        self.max_tokens = max_tokens
+        self.max_tokens = buffer_tokens_for(max_tokens, self.tile_tokens)
         self.use_graphs = use_graphs
         # The last layer's attention and MLP output feeds nothing but the logits, so it runs only for positions
         # whose logits are wanted; its K/V (from the layer's input) are still written for every position.
@@ -146,7 +152,7 @@ class PrefixReusingLlama:
             compile_layers = compile_wanted(self.device.type) if compile_layers is None else compile_layers
             self.fused = FusedLayers.for_model(model, compile=compile_layers)
         self.rows = max(1, rows)
-        shape = (self.rows, self.n_kv, max_tokens, self.head_dim)
+        shape = (self.rows, self.n_kv, self.max_tokens, self.head_dim)
         # Zeros, not empty: the static decode step attends over a whole capacity bucket with a mask, and a masked
         # position that holds NaN garbage still poisons the result (0 x NaN = NaN in softmax(QK) V).
         self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
@@ -156,7 +162,7 @@ class PrefixReusingLlama:
         """What this engine runs, for the run's report."""
         parts = [self.fused.describe() if self.fused is not None else "transformers' layer modules"]
         parts.append(f"attention tiles of {self.tile_tokens}" if self.tile_tokens else "exact-shape attention")
-        parts.append(f"{self.rows} KV row{'s' if self.rows > 1 else ''}")
+        parts.append(kv_rows_text(self.rows))
         if self.trim_last_layer:
             parts.append("last layer for the logits' rows only")
         if self.device.type == "cuda" and self.use_graphs:

@@ -96,11 +96,9 @@ def memory_plan_for(loaded, buffer_tokens: int, probes: int):
         return MemoryPlan(rows=1, chunk_tokens=2048, planned_bytes=0, budget_bytes=0)
     import torch
 
-    from kanana_longctx.run.fast_llama import default_tile_tokens, row_kv_bytes
+    from kanana_longctx.run.fast_llama import buffer_tokens_for, default_tile_tokens, row_kv_bytes
 
-    tile = default_tile_tokens(loaded.attention, "cuda")
-    if tile:  # the engine's buffer ends on a tile boundary
-        buffer_tokens += -buffer_tokens % tile
+    buffer_tokens = buffer_tokens_for(buffer_tokens, default_tile_tokens(loaded.attention, "cuda"))
     cfg, elem = loaded.model.config, _element_size(loaded)
     _, total = torch.cuda.mem_get_info()
     budget = run_budget_bytes(total, torch.cuda.memory_allocated(), free_gpu_bytes())

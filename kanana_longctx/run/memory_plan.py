@@ -28,6 +28,11 @@ RUN_PEAK_SHARE = 0.63
 FREE_SHARE = 0.6
 
 
+def kv_rows_text(rows: int) -> str:
+    """"1 KV row", "2 KV rows": how reports name the rows."""
+    return f"{rows} KV row{'s' if rows != 1 else ''}"
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     """Rows and chunk of a fast run, with the bytes they were planned to take (KV rows + one chunk's
@@ -46,7 +51,7 @@ class MemoryPlan:
         gib = 2**30
         fit = "" if self.fits else " (over budget: even one row does not fit)"
         return (
-            f"{self.rows} KV row{'s' if self.rows > 1 else ''} and {self.chunk_tokens}-token prefill chunks: "
+            f"{kv_rows_text(self.rows)} and {self.chunk_tokens}-token prefill chunks: "
             f"{self.planned_bytes / gib:.1f} of {self.budget_bytes / gib:.1f} GiB planned{fit}"
         )
 

@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from kanana_longctx.results import ResultRecord
+from kanana_longctx.run.memory_plan import kv_rows_text
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,9 @@ def render_summary(console, summary: RunSummary) -> None:
             rate = ""
             if summary.device == "cuda":
                 rate = f" ({summary.prefill_tflops:.0f} TFLOP/s on the computed FLOPs)"
-            rows = f"{summary.kv_rows} KV row{'s' if summary.kv_rows > 1 else ''}"
-            layout = f" ({rows}, {summary.chunk_tokens}-token chunks)" if summary.kv_rows else ""
+            layout = ""
+            if summary.kv_rows:
+                layout = f" ({kv_rows_text(summary.kv_rows)}, {summary.chunk_tokens}-token chunks)"
             console.print(
                 f"setup {summary.setup_seconds:.1f} s, prefill {summary.prefill_seconds:.1f} s{rate}, decode "
                 f"{summary.decode_seconds:.1f} s{layout}"
