@@ -156,3 +156,58 @@ def test_compile_default_follows_the_device_and_the_environment(monkeypatch):
     monkeypatch.setenv(COMPILE_ENV, "0")
     assert not compile_wanted("cuda")
 
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="inductor on CPU needs a C++ compiler")
+def test_background_compilation_builds_the_graphs_while_the_stream_runs_eagerly():
+    """The halves compile on a worker thread while the haystack stream runs on the eager halves (the default on
+    CUDA). The stream is eager whatever the compiler's speed (bit for bit what the eager engine computes), the
+    probes after it run compiled, and the worker's example builds the same two graphs a real call needs: none
+    more."""
+    from torch._dynamo.utils import counters
+
+    model, loaded = _model("llama")
+    ids = torch.randint(0, 500, (200,), generator=torch.Generator().manual_seed(6))
+    torch._dynamo.reset()
+    counters.clear()
+    eager = PrefixReusingLlama(loaded, max_tokens=256, chunk_tokens=48, rows=2)
+    fast = PrefixReusingLlama(
+        loaded, max_tokens=256, chunk_tokens=48, rows=2, compile_layers=True, background_compile=True
+    )
+    assert "compiled in the background" in fast.describe()
+    for engine in (fast, eager):
+        engine.prefill_stream(ids[:150], 0, row=0)
+    for ours, ref in zip(fast.k_cache + fast.v_cache, eager.k_cache + eager.v_cache):
+        assert torch.equal(ours[0, :, :150], ref[0, :, :150])
+    requests = [(ids[150:], 150, 0), (ids[100:130], 100, 1)]  # 50 tokens alone (> chunk), 30 on their own
+    for ours, ref in zip(fast.prefill_rows(requests), eager.prefill_rows(requests)):
+        assert _rel(ours, ref) < 1e-5
+    assert counters["stats"]["unique_graphs"] == 2
+    assert fast.fused.compiled and fast.fused._proven and fast.fallback_notes() == []
+
+
+def test_a_failed_background_compilation_is_reported_and_the_first_call_tries_again(monkeypatch):
+    model, loaded = _model("llama")
+    calls = []
+
+    def broken(fn, **kwargs):
+        def call(*args):
+            calls.append(fn.__name__)
+            raise RuntimeError("no working C++ compiler found")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    fast = PrefixReusingLlama(loaded, max_tokens=64, chunk_tokens=32, compile_layers=True, background_compile=True)
+    fast.fused.finish_background_compile()
+    assert calls == ["pre_attention"]
+    assert fast.fused.background_note == "RuntimeError: no working C++ compiler found"
+    ids = torch.randint(0, 500, (40,), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = model(ids[None]).logits[0, -1]
+    assert _rel(fast.prefill(ids, 0), ref) < 1e-5
+    assert calls == ["pre_attention", "pre_attention"]  # tried again on the first call, then eager
+    assert not fast.fused.compiled
+    notes = fast.fallback_notes()
+    assert len(notes) == 2 and "compiling in the background failed (RuntimeError" in notes[0]
+    assert "compilation failed: RuntimeError" in notes[1]

@@ -18,6 +18,7 @@ step for all of them (`decode_rows`); a row that has not seen a long enough pref
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -116,6 +117,7 @@ class PrefixReusingLlama:
         fuse_layers: bool = True,
         compile_layers: bool | None = None,
         trim_last_layer: bool = True,
+        background_compile: bool | None = None,
     ):
         from kanana_longctx.run.attention import attend, attend_tiles
 
@@ -151,6 +153,10 @@ class PrefixReusingLlama:
         if fuse_layers:
             compile_layers = compile_wanted(self.device.type) if compile_layers is None else compile_layers
             self.fused = FusedLayers.for_model(model, compile=compile_layers)
+        if background_compile is None:
+            background_compile = self.device.type == "cuda"
+        if self.fused is not None and background_compile:
+            self.fused.compile_in_background(self._example_inputs)
         self.rows = max(1, rows)
         shape = (self.rows, self.n_kv, self.max_tokens, self.head_dim)
         # Zeros, not empty: the static decode step attends over a whole capacity bucket with a mask, and a masked
@@ -169,10 +175,23 @@ class PrefixReusingLlama:
             parts.append("CUDA-graph decode with split-KV attention")
         return ", ".join(parts)
 
+    def _example_inputs(self, tokens: int):
+        """(x, cos, sin) of a forward over `tokens` tokens at positions [0, tokens): the compiler's example."""
+        ids = torch.zeros(tokens, dtype=torch.long, device=self.device)
+        return self._embed(ids, torch.arange(tokens, device=self.device))
+
+    def _embed(self, ids: torch.Tensor, positions: torch.Tensor):
+        """Token embeddings (1, T, hidden) and the rotary cos, sin (1, 1, T, head_dim) of their positions."""
+        x = self.inner.embed_tokens(ids[None])
+        cos, sin = self.inner.rotary_emb(x, positions[None])
+        return x, cos.unsqueeze(1), sin.unsqueeze(1)
+
     def fallback_notes(self) -> list[str]:
         """What this engine had to fall back from while it ran (compilation, the live-key decode mode), for the
         run's report; empty when it ran as `describe` says."""
         notes = []
+        if self.fused is not None and self.fused.background_note:
+            notes.append(f"compiling in the background failed ({self.fused.background_note}); compiled on first use")
         if self.fused is not None and self.fused.compile_error:
             notes.append(self.fused.describe())
         decoder = self._graph_decoder
@@ -206,6 +225,15 @@ class PrefixReusingLlama:
             logits = self._forward(ids[c0 - start : c1 - start], c0, want_logits=want_logits and c1 == end, row=row)
             c0 = c1
         return logits
+
+    @torch.inference_mode()
+    def prefill_stream(self, ids, start: int, row: int = 0) -> None:
+        """Like `prefill` without logits, on the eager layer halves: the haystack stream, computed once per run
+        before any probe, keeps the GPU busy while the compiled halves are built in the background
+        (FusedLayers.compile_in_background). Always eager, whether or not the compilation has finished, so that
+        a run's numbers never depend on the compiler's speed."""
+        with self.fused.eager() if self.fused is not None else contextlib.nullcontext():
+            self.prefill(ids, start, row=row, want_logits=False)
 
     @torch.inference_mode()
     def prefill_rows(self, requests) -> list[torch.Tensor]:
@@ -258,6 +286,8 @@ class PrefixReusingLlama:
         """Greedy decoding of several probes at once: `requests` holds (row, first_logits, position, stop) with
         distinct rows. On CUDA all rows step together in one CUDA graph replay; elsewhere each row runs eagerly."""
         if self.device.type == "cuda" and self.use_graphs:
+            if self.fused is not None:
+                self.fused.finish_background_compile()  # no other thread's kernels inside a graph capture
             if self._graph_decoder is None:
                 from kanana_longctx.run.decode_graph import GraphDecoder
 
@@ -286,10 +316,8 @@ class PrefixReusingLlama:
     def _forward_segments(self, ids: torch.Tensor, segments, *, want_logits: bool):
         """One forward over the concatenated tokens of `segments` (distinct rows); the last-position logits of
         each segment when `want_logits`, else None."""
-        x = self.inner.embed_tokens(ids[None])
         positions = torch.cat([torch.arange(s.start, s.start + s.tokens, device=self.device) for s in segments])
-        cos, sin = self.inner.rotary_emb(x, positions[None])
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        x, cos, sin = self._embed(ids, positions)
         ends = list(accumulate(s.tokens for s in segments))  # each segment's end in the concatenated tokens
         offsets = [end - s.tokens for s, end in zip(segments, ends)]
         last_rows = [end - 1 for end in ends]

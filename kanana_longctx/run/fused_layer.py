@@ -10,6 +10,12 @@ QKV and one gate-up matmul replace five narrower ones (the k and v projections a
 the weights as arguments, so a single compiled graph (dynamic in the token count) serves all layers; the attention
 call stays outside, in kanana_longctx.run.attention.
 
+Compiling takes ~11 s on the H100 (8.9 + 2.5 s for the two halves at 128K), time in which the GPU would sit idle
+before the first chunk. `compile_in_background` builds both halves on a worker thread from example inputs while
+the caller keeps the GPU busy with the eager halves inside `eager()`: the engine runs the haystack stream that way,
+once per run before any probe. Everything else waits for the compiled halves. The split is fixed, not "eager until
+ready", so a run's numbers never depend on how fast the compiler was.
+
 The fused weights are concatenated once and the model's own projection weights become views into them, so fusing
 costs no memory and transformers' modules (the plain loop, the decode step) keep working on the same tensors.
 The arithmetic is transformers' own (Llama/Qwen RMSNorm in float32, rotate-half RoPE); compiled code rounds the
@@ -18,7 +24,10 @@ fused elementwise chains once instead of after every op, within bf16 tolerance (
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
 from dataclasses import dataclass
 
 import torch
@@ -159,6 +168,12 @@ class FusedLayers:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.ffn = cfg.intermediate_size
         self.compiled = compile
+        self.background_note = ""  # why the background compilation failed, if it did (compiled on first use then)
+        self._background: threading.Thread | None = None
+        self._background_started = False
+        self.background_seconds = 0.0  # how long the background compilation took
+        self.waited_seconds = 0.0  # how long calls waited for it
+        self._eager_depth = 0  # > 0 inside `eager()`
         self._pre = torch.compile(pre_attention, dynamic=True) if compile else pre_attention
         self._post = torch.compile(post_attention, dynamic=True) if compile else post_attention
         self.layers = []
@@ -194,15 +209,16 @@ class FusedLayers:
 
     def describe(self) -> str:
         if self.compiled:
-            return "fused layers, compiled"
+            return "fused layers, compiled" + (" in the background" if self._background_started else "")
         return "fused layers, eager" + (f" (compilation failed: {self.compile_error})" if self.compile_error else "")
 
     def _run(self, compiled, eager, *args):
         """The compiled half, or the eager one where compilation is off, failed, or would not pay: a single token
         (dynamic shapes specialise sizes 0 and 1, so one row would be a graph and a compilation of its own for a
         call that takes microseconds; the trimmed last layer is such a call)."""
-        if not self.compiled or args[0].shape[1] == 1:
+        if not self.compiled or self._eager_depth or args[0].shape[1] == 1:
             return eager(*args)
+        self.finish_background_compile()
         try:
             out = compiled(*args)
         except torch.cuda.OutOfMemoryError:
@@ -216,10 +232,77 @@ class FusedLayers:
         self._proven = True
         return out
 
+    @contextlib.contextmanager
+    def eager(self):
+        """Calls inside run the eager halves, whether or not the compiled ones are ready."""
+        self._eager_depth += 1
+        try:
+            yield
+        finally:
+            self._eager_depth -= 1
+
+    def compile_in_background(self, example_inputs) -> None:
+        """Compile both halves on a worker thread. `example_inputs(tokens)` returns (x, cos, sin) exactly as a
+        forward of `tokens` tokens makes them; it is called on the worker, in inference mode like the engine.
+
+        The worker calls the compiled halves once on layer 0's weights, which is what compiling costs; later calls
+        with any token count find the graph built (one per half, dynamic in the token count). The example's token
+        count differs from every other size of the inputs: compiled code gives equal sizes one symbol, and a later
+        call where they differ would compile again. A failure here is not final: the first call compiles as
+        before and falls back to the eager halves if that fails too."""
+        if not self.compiled or self._background_started:
+            return
+        self._background_started = True
+        w = self.layers[0]
+        sizes = {self.n_heads, self.n_kv, self.head_dim, self.ffn, self.n_heads * self.head_dim}
+        sizes |= {n for t in (w.qkv, w.o, w.gate_up, w.down) for n in t.shape}
+        tokens = 97
+        while tokens in sizes:
+            tokens += 1
+
+        def work():
+            t = time.perf_counter()
+            try:
+                x, cos, sin = example_inputs(tokens)
+                q, _, _ = self._pre(*self._pre_args(0, x, cos, sin))
+                self._post(*self._post_args(0, x, q))
+            except Exception as exc:  # noqa: BLE001 - reported; the first real call compiles instead
+                self.background_note = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+            self.background_seconds = time.perf_counter() - t
+
+        device = w.qkv.device
+
+        def run():
+            context = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+            with context, torch.inference_mode():
+                work()
+
+        self._background = threading.Thread(target=run, name="kanana-longctx-compile", daemon=True)
+        self._background.start()
+
+    def finish_background_compile(self) -> None:
+        """Wait for the background compilation, if one is running (before compiled calls, and before a CUDA graph
+        is captured: a capture must not see another thread's kernels)."""
+        thread = self._background
+        if thread is not None and thread is not threading.current_thread():
+            t = time.perf_counter()
+            thread.join()
+            self.waited_seconds += time.perf_counter() - t
+            self._background = None
+
+    def background_report(self) -> str:
+        """How the background compilation went, for the run's report ("" without one)."""
+        if not self._background_started or self._background is not None:
+            return ""
+        return (f"layer halves compiled in {self.background_seconds:.1f} s beside the eager haystack stream; "
+                f"the probes waited {self.waited_seconds:.1f} s for them")
+
     def pre(self, i: int, x, cos, sin):
+        return self._run(self._pre, pre_attention, *self._pre_args(i, x, cos, sin))
+
+    def _pre_args(self, i: int, x, cos, sin) -> tuple:
         w = self.layers[i]
-        return self._run(
-            self._pre, pre_attention,
+        return (
             x, w.input_norm, w.input_eps, w.qkv, w.qkv_bias, w.q_norm, w.k_norm, cos, sin,
             self.n_heads, self.n_kv, self.head_dim,
         )  # fmt: skip
@@ -229,9 +312,11 @@ class FusedLayers:
         as one layout, (1, T, heads x head_dim) with plain strides (a view where it already is one, else a copy):
         compiled code guards on its inputs' strides, and each layout of the tiles, the exact path and the joined
         suffixes was a graph and a compilation of its own."""
+        return self._run(self._post, post_attention, *self._post_args(i, x, o))
+
+    def _post_args(self, i: int, x, o) -> tuple:
         w = self.layers[i]
         o = o.transpose(1, 2).reshape(x.shape[1], -1)[None]
-        return self._run(
-            self._post, post_attention,
+        return (
             x, o, w.o, w.o_bias, w.post_norm, w.post_eps, w.gate_up, w.gate_up_bias, w.down, w.down_bias, self.ffn,
         )  # fmt: skip
