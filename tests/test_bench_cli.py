@@ -25,6 +25,7 @@ def test_tiny_bench_reports_the_table_and_writes_its_json(tmp_path, smollm2_sour
     phases = report["ours_setup_s"] + report["ours_prefill_s"] + report["ours_decode_s"]
     assert report["ours_setup_s"] > 0 and phases <= report["ours_s"]
     assert (report["engine"], report["kv_rows"], report["chunk_tokens"]) == ("fast", 1, 2048)
+    assert report["max_memory_gib"] == 0.0
     assert report["logits_rel_err_ours"] < 1e-4 and report["argmax_agree"] == "3/3"  # float32 on the CPU
     assert "KV rows x prefill chunk" in result.stdout and "1 x 2048 tokens" in result.stdout
 

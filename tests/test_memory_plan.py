@@ -87,3 +87,29 @@ def test_budget_counts_what_is_allocated_and_what_is_free():
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError):
         plan_memory(row_bytes=0, chunk_bytes_per_token=1, budget_bytes=10, probes=1)
+
+
+H200_TOTAL = int(139.8 * GIB)  # an H200 (141 GB HBM3e) as torch.cuda.mem_get_info reports it
+
+
+def test_a_cap_plans_a_larger_card_like_a_smaller_one():
+    """`--max-memory 50` on an H200 gives the 80 GB H100's plan at 128K (2 rows, 16K chunks, under 50 GiB with
+    the weights); without the cap the H200 takes more rows, and its peak goes past 50 GiB."""
+    config, per_token, weights = _llama_8b()
+    row = row_kv_bytes(config, 129024)
+
+    def plan(cap_gib: float) -> MemoryPlan:
+        budget = run_budget_bytes(H200_TOTAL, weights, H200_TOTAL - weights, cap=int(cap_gib * GIB))
+        return plan_memory(row_bytes=row, chunk_bytes_per_token=per_token, budget_bytes=budget, probes=225)
+
+    capped, uncapped = plan(50), plan(0)
+    assert (capped.rows, capped.chunk_tokens) == (_plan_on_h100(129024).rows, 16384) == (2, 16384)
+    assert (weights + capped.planned_bytes) / GIB <= 50
+    assert uncapped.rows > 2 and (weights + uncapped.planned_bytes) / GIB > 50
+
+
+def test_a_cap_bounds_the_budget_weights_included():
+    total = 100 * GIB
+    assert run_budget_bytes(total, 20 * GIB, 80 * GIB, cap=30 * GIB) == 10 * GIB
+    assert run_budget_bytes(total, 20 * GIB, 80 * GIB, cap=90 * GIB) == int(0.63 * total) - 20 * GIB  # share rules
+    assert run_budget_bytes(total, 20 * GIB, 80 * GIB, cap=10 * GIB) == 0  # the weights alone are over the cap

@@ -136,7 +136,7 @@ def test_without_dry_run_the_runner_gets_the_probe_set_and_run_options(tmp_path,
     args = [
         "niah", "-o", str(tmp_path / "r"), "--lengths", "1000", "--depths", "0,100", "--yarn", "--yarn-factor", "4",
         "--device", "cpu", "--dtype", "float32", "--attn", "sdpa", "--engine", "hf", "--batch-size", "2",
-        "--max-new-tokens", "12", "--limit", "1", "--overwrite", "--trust-remote-code",
+        "--max-new-tokens", "12", "--limit", "1", "--overwrite", "--trust-remote-code", "--max-memory", "50",
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -145,6 +145,7 @@ def test_without_dry_run_the_runner_gets_the_probe_set_and_run_options(tmp_path,
     assert (options.device, options.dtype, options.attn, options.engine) == ("cpu", "float32", "sdpa", "hf")
     assert (options.yarn, options.yarn_factor, options.batch_size, options.max_new_tokens) == (True, 4.0, 2, 12)
     assert (options.limit, options.overwrite, options.trust_remote_code, options.model) == (1, True, True, "smollm2")
+    assert options.max_memory_gib == 50.0
     assert kwargs["tokenizer"] is not None and fast_tokenizer[0][1] is True
     assert not (tmp_path / "r" / "prompts.jsonl").exists()
 

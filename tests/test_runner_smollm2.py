@@ -63,7 +63,7 @@ def test_fast_and_plain_engines_agree_on_smollm2(variant, smollm2_tokenizer, smo
         from kanana_longctx.run import fast_llama, loops
         from kanana_longctx.run.memory_plan import MemoryPlan
 
-        monkeypatch.setattr(loops, "memory_plan_for", lambda loaded, tokens, probes: MemoryPlan(3, 512, 0, 0))
+        monkeypatch.setattr(loops, "memory_plan_for", lambda loaded, tokens, probes, cap=0.0: MemoryPlan(3, 512, 0, 0))
         monkeypatch.setattr(fast_llama, "default_tile_tokens", lambda kernel, device: 128)
     probe_set = _probes(smollm2_tokenizer, "qaform")
     ours = execute(probe_set, RunOptions(engine="fast"), tmp_path / "fast", loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)

@@ -36,6 +36,7 @@ class BenchRequest:
     device: str = "auto"
     max_new_tokens: int = 0
     check_logits: int = 3  # probes whose last-token logits are compared with transformers
+    max_memory_gib: float = 0.0  # our runner's GPU memory cap (RunOptions.max_memory_gib); 0: none
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class BenchReport:
     peak_memory_gib: float
     kv_rows: int
     chunk_tokens: int
+    max_memory_gib: float  # the cap our runner planned under (0: none)
     attention: str
     engine: str
     gpu: str
@@ -75,6 +77,17 @@ class BenchReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class _NotesReporter:
+    """No progress bar; the run's notes (engine, memory plan, compilation) go to the benchmark's log."""
+
+    def __init__(self, say):
+        self.note = say
+
+    def start(self, total: int, done: int, description: str) -> None: ...
+    def advance(self, record) -> None: ...
+    def stop(self) -> None: ...
 
 
 def spread_subset(probes, count: int):
@@ -174,12 +187,13 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     from kanana_longctx.run.runner import default_max_new_tokens
 
     max_new = request.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
-    options = RunOptions(model=f"random:{request.shape}", max_new_tokens=max_new)
+    options = RunOptions(model=f"random:{request.shape}", max_new_tokens=max_new, max_memory_gib=request.max_memory_gib)
 
     t_peak = flops / (peak * 1e12) if peak else 0.0
     with tempfile.TemporaryDirectory() as tmp:
         say(f"our runner on the whole grid ({flops:.3e} FLOPs without reuse, T_peak {t_peak:.1f} s) ...")
-        ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer)
+        notes = _NotesReporter(say)
+        ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer, reporter=notes)
         say(f"ours: {ours.wall_seconds:.1f} s = {ours.wall_seconds / t_peak if t_peak else 0:.2f} x T_peak, "
             f"peak {ours.peak_memory_gib:.1f} GiB ({kv_rows_text(ours.kv_rows)}, {ours.chunk_tokens}-token chunks), "
             f"computed {ours.computed_flops:.3e} FLOPs; prefill {ours.prefill_seconds:.1f} s "
@@ -189,8 +203,11 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         ours_sub = None
         if subset:
             sub_set = dataclasses.replace(probe_set, probes=tuple(subset))
-            ours_sub = execute(sub_set, options, Path(tmp) / "subset", loaded=loaded, tokenizer=tokenizer)
-            say(f"ours on the {len(subset)}-probe subset: {ours_sub.wall_seconds:.1f} s")
+            ours_sub = execute(sub_set, options, Path(tmp) / "subset", loaded=loaded, tokenizer=tokenizer, reporter=notes)
+            say(f"ours on the {len(subset)}-probe subset: {ours_sub.wall_seconds:.1f} s (setup "
+                f"{ours_sub.setup_seconds:.1f} s, prefill {ours_sub.prefill_seconds:.1f} s, decode "
+                f"{ours_sub.decode_seconds:.1f} s; computed {ours_sub.computed_flops:.3e} of "
+                f"{ours_sub.effective_flops:.3e} FLOPs)")
     naive = 0.0
     if subset:
         say(f"naive loop on the same {len(subset)} probes ...")
@@ -224,6 +241,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         peak_memory_gib=ours.peak_memory_gib,
         kv_rows=ours.kv_rows,
         chunk_tokens=ours.chunk_tokens,
+        max_memory_gib=request.max_memory_gib,
         attention=attention,
         engine=ours.engine,
         gpu=loaded.gpu_name or device,

@@ -14,7 +14,7 @@ EPILOG = """Examples:
 
   kanana-longctx bench --shape llama-8b --preset readme-32k --json bench-32k.json
 
-  kanana-longctx bench --shape llama-8b --preset readme-128k --naive-subset 0
+  kanana-longctx bench --shape llama-8b --preset readme-128k --naive-subset 0 --max-memory 50
 
   kanana-longctx bench --shape tiny --device cpu --lengths 256,512 --depths 0,50,100   # CPU smoke run
 """
@@ -32,6 +32,11 @@ def bench(
     attn: Annotated[str, typer.Option("--attn", help="auto | cudnn | fa2 | sdpa | eager")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto | cuda | cpu (cpu only with --shape tiny)")] = "auto",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="0: the runner's default.")] = 0,
+    max_memory: Annotated[
+        float,
+        typer.Option("--max-memory", min=0.0, help="GiB our runner may plan to take, weights included (0: its own "
+                     "share of the card); 50 plans an H200 like an 80 GB H100."),
+    ] = 0.0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the table as JSON here.")] = None,
 ) -> None:
     """Benchmark a README grid on a random-weight model: our runner vs one `generate` per probe."""
@@ -45,6 +50,7 @@ def bench(
         BenchRequest(
             shape=shape, preset=preset, lengths=lengths, depths=depths, naive_subset=max(naive_subset, 0),
             tokenizer=tokenizer, attn=attn, device=device, max_new_tokens=max_new_tokens,
+            max_memory_gib=max_memory,
         ),
         progress=lambda message: console.print(f"[dim]{message}[/]"),
     )
@@ -63,7 +69,8 @@ def bench(
         ("ours: setup before the first probe", f"{report.ours_setup_s:.1f} s"),
         (f"naive loop, {report.naive_probes}-probe subset", f"{report.naive_s:.1f} s"),
         ("ours, same subset", f"{report.ours_subset_s:.1f} s (speed-up {report.speedup:.1f}x)"),
-        ("peak GPU memory", f"{report.peak_memory_gib:.1f} GiB"),
+        ("peak GPU memory", f"{report.peak_memory_gib:.1f} GiB"
+         + (f" (capped at {report.max_memory_gib:g} GiB)" if report.max_memory_gib else "")),
         ("KV rows x prefill chunk", f"{report.kv_rows} x {report.chunk_tokens} tokens"),
         ("attention / engine", f"{report.attention} / {report.engine}"),
         ("max new tokens", str(report.max_new_tokens)),

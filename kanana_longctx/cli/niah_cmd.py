@@ -264,6 +264,17 @@ GpusOpt = Annotated[
     ),
 ]
 
+MaxMemoryOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-memory",
+        help="GiB the run may plan to take on the GPU, weights included (KV rows, prefill chunk, batch size); "
+        "0: its own share of the card. For a GPU shared with a server, or to plan like a smaller card.",
+        min=0.0,
+        rich_help_panel=_RUN,
+    ),
+]
+
 
 TpOpt = Annotated[
     int,
@@ -331,6 +342,7 @@ def niah(
     limit: LimitOpt = 0,
     gpus: GpusOpt = 0,
     tp: TpOpt = 0,
+    max_memory: MaxMemoryOpt = 0.0,
 ) -> None:
     """Needle-in-a-haystack probes of exactly LENGTH tokens in the model's own tokenizer, English or Korean.
 
@@ -375,7 +387,7 @@ def niah(
     run_options = RunOptions(
         model=model, revision=revision, device=device, dtype=dtype, attn=attn, yarn=yarn, yarn_factor=yarn_factor,
         yarn_original=yarn_original, engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit, tp=tp,
+        trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit, tp=tp, max_memory_gib=max_memory,
     )
     if gpus > 1 and tp > 1:
         raise BadInput("--gpus (data parallel) and --tp (model parallel) cannot be combined yet: choose one")

@@ -87,9 +87,10 @@ def _make_stop(tokenizer, stop_ids: set[int], form: str):
     return stop
 
 
-def memory_plan_for(loaded, buffer_tokens: int, probes: int):
-    """KV rows and prefill chunk of a fast run (kanana_longctx.run.memory_plan says how they are chosen); on the
-    CPU one row and 2048-token chunks (no graphs there, so nothing to share in decoding)."""
+def memory_plan_for(loaded, buffer_tokens: int, probes: int, max_memory_gib: float = 0.0):
+    """KV rows and prefill chunk of a fast run (kanana_longctx.run.memory_plan says how they are chosen), under
+    `max_memory_gib` (0: no cap) where given; on the CPU one row and 2048-token chunks (no graphs there, so
+    nothing to share in decoding)."""
     from kanana_longctx.run.memory_plan import MemoryPlan, chunk_bytes_per_token, plan_memory, run_budget_bytes
 
     if loaded.device != "cuda":
@@ -101,7 +102,7 @@ def memory_plan_for(loaded, buffer_tokens: int, probes: int):
     buffer_tokens = buffer_tokens_for(buffer_tokens, default_tile_tokens(loaded.attention, "cuda"))
     cfg, elem = loaded.model.config, _element_size(loaded)
     _, total = torch.cuda.mem_get_info()
-    budget = run_budget_bytes(total, torch.cuda.memory_allocated(), free_gpu_bytes())
+    budget = run_budget_bytes(total, torch.cuda.memory_allocated(), free_gpu_bytes(), gib_bytes(max_memory_gib))
     return plan_memory(
         row_bytes=row_kv_bytes(cfg, buffer_tokens, elem),
         chunk_bytes_per_token=chunk_bytes_per_token(cfg.hidden_size, cfg.intermediate_size, elem),
@@ -128,7 +129,7 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
     shared = np.asarray(probe_set.shared_prefix_ids, dtype=np.int64)
     ids = [np.asarray(p.input_ids, dtype=np.int64) for p in pending]
     buffer_tokens = max(p.n_tokens for p in pending) + max_new + 1
-    memory = memory_plan_for(loaded, buffer_tokens, len(pending))
+    memory = memory_plan_for(loaded, buffer_tokens, len(pending), options.max_memory_gib)
     batches = plan_reuse(ids, shared, memory.rows)
     fast = PrefixReusingLlama(loaded, max_tokens=buffer_tokens, chunk_tokens=memory.chunk_tokens, rows=memory.rows)
     stop = _make_stop(tokenizer, stop_ids, probe_set.form)
@@ -147,8 +148,10 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
             if isinstance(step, Copy):
                 fast.copy_prefix(step.src, step.dst, step.begin, step.end)
                 continue
-            tokens = shared if step.source == SHARED else ids[step.source]
-            fast.prefill(tokens[step.begin : step.end], step.begin, row=step.row, want_logits=False)
+            if step.source == SHARED:
+                fast.prefill_stream(shared[step.begin : step.end], step.begin, row=step.row)
+            else:
+                fast.prefill(ids[step.source][step.begin : step.end], step.begin, row=step.row, want_logits=False)
         t = time.perf_counter()
         logits = fast.prefill_rows([(ids[s.probe][s.start :], s.start, s.row) for s in batch.suffixes])
         _synchronize(loaded)
@@ -164,6 +167,8 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
         seconds["decode"] += t_prefill - t_decode
     for note in fast.fallback_notes():
         reporter.note(f"fast engine: {note}")
+    if fast.fused is not None and fast.fused.background_report():
+        reporter.note(f"fast engine: {fast.fused.background_report()}")
     return LoopStats(
         computed, seconds["prefill"], seconds["decode"], seconds["setup"], memory.rows, fast.chunk_tokens
     )
@@ -204,7 +209,7 @@ def run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, wr
     computed = 0.0
     for length in sorted(by_length, reverse=True):
         group = by_length[length]
-        size = options.batch_size or auto_batch_size(loaded, length + max_new)
+        size = options.batch_size or auto_batch_size(loaded, length + max_new, options.max_memory_gib)
         for i in range(0, len(group), size):
             batch = group[i : i + size]
             t = time.perf_counter()
@@ -220,16 +225,26 @@ def run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, wr
     return LoopStats(computed)
 
 
-def auto_batch_size(loaded, tokens: int) -> int:
-    """Probes of `tokens` tokens that fit in free GPU memory (KV cache + activations), at most 16; 1 on CPU."""
+def auto_batch_size(loaded, tokens: int, max_memory_gib: float = 0.0) -> int:
+    """Probes of `tokens` tokens that fit in free GPU memory (KV cache + activations), and under
+    `max_memory_gib` with the weights where given; at most 16; 1 on CPU."""
     if loaded.device != "cuda":
         return 1
+    import torch
+
     from kanana_longctx.run.fast_llama import row_kv_bytes
 
     cfg = loaded.model.config
     elem = _element_size(loaded)
     per_token = row_kv_bytes(cfg, 1, elem) + 6 * cfg.intermediate_size * elem
-    return max(1, min(16, int(free_gpu_bytes() * 0.7 // (per_token * tokens))))
+    room = free_gpu_bytes() * 0.7
+    if max_memory_gib > 0:
+        room = min(room, gib_bytes(max_memory_gib) - torch.cuda.memory_allocated())
+    return max(1, min(16, int(room // (per_token * tokens))))
+
+
+def gib_bytes(gib: float) -> int:
+    return int(gib * 2**30)
 
 
 def free_gpu_bytes() -> int:

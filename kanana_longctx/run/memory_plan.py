@@ -63,10 +63,15 @@ def chunk_bytes_per_token(hidden: int, intermediate: int, element_size: int) -> 
     return (3 * intermediate + 6 * hidden) * element_size
 
 
-def run_budget_bytes(total: int, allocated: int, free: int) -> int:
+def run_budget_bytes(total: int, allocated: int, free: int, cap: int = 0) -> int:
     """Bytes the rows and the chunk may take: up to RUN_PEAK_SHARE of the GPU counting what is already allocated
-    (the weights), and at most FREE_SHARE of what is free."""
-    return max(0, min(int(RUN_PEAK_SHARE * total) - allocated, int(FREE_SHARE * free)))
+    (the weights), and at most FREE_SHARE of what is free. `cap` (bytes, 0: none) bounds the whole peak, weights
+    included: `--max-memory` for a GPU shared with a server, or to plan a larger card like a smaller one (an H200
+    capped at 50 GiB plans as an 80 GB H100 does)."""
+    budget = min(int(RUN_PEAK_SHARE * total) - allocated, int(FREE_SHARE * free))
+    if cap > 0:
+        budget = min(budget, cap - allocated)
+    return max(0, budget)
 
 
 def plan_memory(

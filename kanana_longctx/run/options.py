@@ -24,6 +24,7 @@ class RunOptions:
     overwrite: bool = False
     limit: int = 0  # run only the first N probes (0: all)
     tp: int = 0  # model parallel over N GPUs: tensor parallel under torchrun, else layer sharding (0/1: off)
+    max_memory_gib: float = 0.0  # cap on the run's planned GPU peak (weights, KV rows, chunk, batches); 0: none
 
     def to_dict(self) -> dict:
         return asdict(self)
