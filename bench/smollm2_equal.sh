@@ -4,6 +4,8 @@
 # Usage: bash bench/smollm2_equal.sh PATH/TO/SmolLM2-135M-Instruct.Q4_1.gguf OUTDIR
 set -u
 M=$1; O=$2
+# compare_outputs.py is a script in bench/: the repository must be on the path for it to import the package
+export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 for dt in float32 bfloat16; do
   for eng in fast hf; do
     python3 -m kanana_longctx niah -m $M --overwrite -H builtin -l 1000,2000,4000,8000,16000 --depth-count 5 \
