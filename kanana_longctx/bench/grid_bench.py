@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kanana_longctx.errors import BadInput
+from kanana_longctx.run.reporting import NullReporter
 
 
 @dataclass(frozen=True)
@@ -79,15 +80,11 @@ class BenchReport:
         return asdict(self)
 
 
-class _NotesReporter:
+class _NotesReporter(NullReporter):
     """No progress bar; the run's notes (engine, memory plan, compilation) go to the benchmark's log."""
 
     def __init__(self, say):
         self.note = say
-
-    def start(self, total: int, done: int, description: str) -> None: ...
-    def advance(self, record) -> None: ...
-    def stop(self) -> None: ...
 
 
 def spread_subset(probes, count: int):

@@ -186,6 +186,10 @@ class PrefixReusingLlama:
         cos, sin = self.inner.rotary_emb(x, positions[None])
         return x, cos.unsqueeze(1), sin.unsqueeze(1)
 
+    def compile_note(self) -> str:
+        """How the background compilation went, for the run's report ("" without one)."""
+        return self.fused.background_report() if self.fused is not None else ""
+
     def fallback_notes(self) -> list[str]:
         """What this engine had to fall back from while it ran (compilation, the live-key decode mode), for the
         run's report; empty when it ran as `describe` says."""

@@ -91,7 +91,9 @@ def memory_plan_for(loaded, buffer_tokens: int, probes: int, max_memory_gib: flo
     """KV rows and prefill chunk of a fast run (kanana_longctx.run.memory_plan says how they are chosen), under
     `max_memory_gib` (0: no cap) where given; on the CPU one row and 2048-token chunks (no graphs there, so
     nothing to share in decoding)."""
-    from kanana_longctx.run.memory_plan import MemoryPlan, chunk_bytes_per_token, plan_memory, run_budget_bytes
+    from kanana_longctx.run.memory_plan import (
+        MemoryPlan, chunk_bytes_per_token, gib_bytes, plan_memory, run_budget_bytes,
+    )
 
     if loaded.device != "cuda":
         return MemoryPlan(rows=1, chunk_tokens=2048, planned_bytes=0, budget_bytes=0)
@@ -165,10 +167,9 @@ def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, 
         _decode_batch(fast, prefilled, tokenizer, stop, max_new, writer, reporter)
         t_prefill = time.perf_counter()
         seconds["decode"] += t_prefill - t_decode
-    for note in fast.fallback_notes():
-        reporter.note(f"fast engine: {note}")
-    if fast.fused is not None and fast.fused.background_report():
-        reporter.note(f"fast engine: {fast.fused.background_report()}")
+    for note in [*fast.fallback_notes(), fast.compile_note()]:
+        if note:
+            reporter.note(f"fast engine: {note}")
     return LoopStats(
         computed, seconds["prefill"], seconds["decode"], seconds["setup"], memory.rows, fast.chunk_tokens
     )
@@ -233,18 +234,13 @@ def auto_batch_size(loaded, tokens: int, max_memory_gib: float = 0.0) -> int:
     import torch
 
     from kanana_longctx.run.fast_llama import row_kv_bytes
+    from kanana_longctx.run.memory_plan import gib_bytes, under_cap
 
     cfg = loaded.model.config
     elem = _element_size(loaded)
     per_token = row_kv_bytes(cfg, 1, elem) + 6 * cfg.intermediate_size * elem
-    room = free_gpu_bytes() * 0.7
-    if max_memory_gib > 0:
-        room = min(room, gib_bytes(max_memory_gib) - torch.cuda.memory_allocated())
+    room = under_cap(free_gpu_bytes() * 0.7, torch.cuda.memory_allocated(), gib_bytes(max_memory_gib))
     return max(1, min(16, int(room // (per_token * tokens))))
-
-
-def gib_bytes(gib: float) -> int:
-    return int(gib * 2**30)
 
 
 def free_gpu_bytes() -> int:

@@ -63,15 +63,23 @@ def chunk_bytes_per_token(hidden: int, intermediate: int, element_size: int) -> 
     return (3 * intermediate + 6 * hidden) * element_size
 
 
+def gib_bytes(gib: float) -> int:
+    return int(gib * 2**30)
+
+
+def under_cap(budget: float, allocated: int, cap: int) -> float:
+    """`budget` bounded by what `cap` (bytes, 0: none) leaves beside what is already allocated (the weights):
+    `--max-memory`, for the fast loop's rows and chunk and the plain loop's batches alike."""
+    return min(budget, cap - allocated) if cap > 0 else budget
+
+
 def run_budget_bytes(total: int, allocated: int, free: int, cap: int = 0) -> int:
     """Bytes the rows and the chunk may take: up to RUN_PEAK_SHARE of the GPU counting what is already allocated
     (the weights), and at most FREE_SHARE of what is free. `cap` (bytes, 0: none) bounds the whole peak, weights
     included: `--max-memory` for a GPU shared with a server, or to plan a larger card like a smaller one (an H200
     capped at 50 GiB plans as an 80 GB H100 does)."""
     budget = min(int(RUN_PEAK_SHARE * total) - allocated, int(FREE_SHARE * free))
-    if cap > 0:
-        budget = min(budget, cap - allocated)
-    return max(0, budget)
+    return max(0, under_cap(budget, allocated, cap))
 
 
 def plan_memory(
