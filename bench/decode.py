@@ -1,4 +1,4 @@
-"""GPU survey of the CUDA-graph decode step (kanana_longctx.run.decode_graph): one fused masked SDPA call over the
+"""GPU survey of the CUDA-graph decode step (kanana_longctx.fastpath.decode): one fused masked SDPA call over the
 capacity vs split-KV attention with masked keys (a graph per capacity bucket) vs split-KV reading live keys only
 (one graph, splits cut per batch), for the row counts and buffer lengths of the README grids.
 
@@ -28,9 +28,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from kanana_longctx.bench.models import random_model
-    from kanana_longctx.run.decode_graph import GraphDecoder
-    from kanana_longctx.run.engine import finish_loaded
-    from kanana_longctx.run.fast_llama import PrefixReusingLlama, row_kv_bytes
+    from kanana_longctx.fastpath.decode import GraphDecoder
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama, row_kv_bytes
 
     model = random_model(args.shape, device="cuda", dtype="bfloat16", yarn=True)
     loaded = finish_loaded(model, "cuda", "bfloat16", "cudnn", {"factor": 4.4, "original_max_position_embeddings": 32768})

@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from kanana_longctx.bench.timing import write_rows
-from kanana_longctx.run.attention import attend, reference_attention_with_lse
+from kanana_longctx.kernels.attention import attend, reference_attention_with_lse
 
 
 def rel(a, b) -> float:
@@ -72,8 +72,8 @@ def attention_checks(rows):
 
 def model_checks(rows, shape: str, lengths):
     from kanana_longctx.bench.models import random_model
-    from kanana_longctx.run.engine import finish_loaded
-    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
 
     model = random_model(shape, device="cuda", yarn=True)
     for kernel in ("cudnn", "fa2"):

@@ -1,4 +1,4 @@
-"""GPU survey of the prefill layer variants (kanana_longctx.run.fused_layer): transformers' modules, fused weights
+"""GPU survey of the prefill layer variants (kanana_longctx.fastpath.layers): transformers' modules, fused weights
 run eagerly, fused weights with the compiled layer halves (the default on CUDA), the default without the trimmed
 last layer.
 
@@ -19,7 +19,7 @@ import time
 import torch
 
 from kanana_longctx.bench.timing import cuda_seconds, emit_row, first_call_seconds, write_rows
-from kanana_longctx.run import attention
+from kanana_longctx.kernels import attention
 
 CASES = ((0, 32768), (28672, 4096), (15360, 1024), (8000, 256))  # (cached prefix, suffix tokens)
 JOINED = (6, 8000, 256)  # rows, cached prefix, suffix tokens per row
@@ -69,9 +69,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from kanana_longctx.bench.models import random_model
-    from kanana_longctx.run.engine import finish_loaded
-    from kanana_longctx.run.fast_llama import PrefixReusingLlama
-    from kanana_longctx.run.flops import ModelShape, suffix_flops
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
+    from kanana_longctx.plan.flops import ModelShape, suffix_flops
 
     model = random_model(args.shape, device="cuda", dtype="bfloat16", yarn=True)
     loaded = finish_loaded(model, "cuda", "bfloat16", "cudnn", {"factor": 4.4, "original_max_position_embeddings": 32768})

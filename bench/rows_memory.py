@@ -29,8 +29,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from kanana_longctx.bench.models import random_model
-    from kanana_longctx.run.engine import finish_loaded
-    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
 
     model = random_model(args.shape, device="cuda", dtype="bfloat16", yarn=True)
     loaded = finish_loaded(model, "cuda", "bfloat16", "cudnn", {"factor": 4.4, "original_max_position_embeddings": 32768})

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from kanana_longctx.run.attention import attend
+from kanana_longctx.kernels.attention import attend
 
 
 def first_vs_repeat(kernel: str, shapes) -> None:
@@ -44,8 +44,8 @@ def main() -> None:
     from kanana_longctx.probes.build import ProbeRequest, build_probe_set
     from kanana_longctx.probes.grid import resolve_grid
     from kanana_longctx.results import load_results
-    from kanana_longctx.run.engine import finish_loaded
-    from kanana_longctx.run.options import RunOptions
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.options import RunOptions
     from kanana_longctx.run.runner import execute
     from kanana_longctx.tokenizer import load_tokenizer
 

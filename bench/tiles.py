@@ -1,4 +1,4 @@
-"""GPU survey of the fixed-shape attention tiles (kanana_longctx.run.attention.attend_tiles): which tile size pays.
+"""GPU survey of the fixed-shape attention tiles (kanana_longctx.kernels.attention.attend_tiles): which tile size pays.
 
 Usage: python bench/tiles.py --tokenizer DIR [--tiles 0,2048,4096] [--lengths 4000:32000:4000] [--json OUT.json]
 
@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from kanana_longctx.bench.timing import cuda_seconds, first_call_seconds, write_rows
-from kanana_longctx.run import attention, fast_llama
+from kanana_longctx.fastpath import llama as fast_llama
+from kanana_longctx.kernels import attention
 
 
 def kernel_rows(tiles, prefixes=(16384, 65536, 122880)):
@@ -50,7 +51,7 @@ def kernel_rows(tiles, prefixes=(16384, 65536, 122880)):
 
 
 def forward_rows(loaded, tiles, lengths=(32768, 131072)):
-    from kanana_longctx.run.flops import ModelShape, prefill_flops, suffix_flops
+    from kanana_longctx.plan.flops import ModelShape, prefill_flops, suffix_flops
 
     rows = []
     shape = ModelShape.from_config(loaded.model.config)
@@ -76,7 +77,7 @@ def forward_rows(loaded, tiles, lengths=(32768, 131072)):
 def grid_rows(loaded, tokenizer, tiles, lengths: str, depths: str | None):
     from kanana_longctx.probes.build import ProbeRequest, build_probe_set
     from kanana_longctx.probes.grid import resolve_grid
-    from kanana_longctx.run.options import RunOptions
+    from kanana_longctx.options import RunOptions
     from kanana_longctx.run.runner import execute
 
     grid = resolve_grid(preset=None, lengths=lengths, depths=depths)
@@ -113,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     from kanana_longctx.bench.models import random_model
     from kanana_longctx.hub import resolve_model
-    from kanana_longctx.run.engine import finish_loaded
+    from kanana_longctx.backends.local import finish_loaded
     from kanana_longctx.tokenizer import load_tokenizer
 
     tiles = [int(x) for x in args.tiles.split(",")]

@@ -1,4 +1,4 @@
-"""The fused prefill layers (kanana_longctx.run.fused_layer) against transformers' own modules, on CPU with tiny
+"""The fused prefill layers (kanana_longctx.fastpath.layers) against transformers' own modules, on CPU with tiny
 random models of each supported layout: plain Llama, Qwen2 (q/k/v biases), Qwen3 (per-head q/k norms)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from kanana_longctx.run.engine import finish_loaded
-from kanana_longctx.run.fast_llama import PrefixReusingLlama
-from kanana_longctx.run.fused_layer import FusedLayers, fusable
+from kanana_longctx.backends.local import finish_loaded
+from kanana_longctx.fastpath.llama import PrefixReusingLlama
+from kanana_longctx.fastpath.layers import FusedLayers, fusable
 
 
 def _rel(a, b) -> float:
@@ -149,7 +149,7 @@ def test_a_compiler_failure_falls_back_to_the_eager_layers(monkeypatch):
 
 
 def test_compile_default_follows_the_device_and_the_environment(monkeypatch):
-    from kanana_longctx.run.fused_layer import COMPILE_ENV, compile_wanted
+    from kanana_longctx.fastpath.layers import COMPILE_ENV, compile_wanted
 
     monkeypatch.delenv(COMPILE_ENV, raising=False)
     assert compile_wanted("cuda") and not compile_wanted("cpu")

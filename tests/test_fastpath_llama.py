@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from kanana_longctx.bench.models import random_model
-from kanana_longctx.run.attention import attend, attend_tiles, merge_states, reference_attention_with_lse
-from kanana_longctx.run.decode_graph import GraphDecoder
-from kanana_longctx.run.engine import finish_loaded
-from kanana_longctx.run.fast_llama import PrefixReusingLlama, supports_fast_path
+from kanana_longctx.kernels.attention import attend, attend_tiles, merge_states, reference_attention_with_lse
+from kanana_longctx.fastpath.decode import GraphDecoder
+from kanana_longctx.backends.local import finish_loaded
+from kanana_longctx.fastpath.llama import PrefixReusingLlama, supports_fast_path
 
 
 def _rel(a, b) -> float:
@@ -61,7 +61,7 @@ def test_attend_tiles_matches_float64_reference(q_start, q_len, tile):
 def test_ragged_tiles_below_half_run_at_their_exact_shape(q_start, q_len, padded, monkeypatch):
     """A first or last tile with fewer than half its rows real is not padded: a short question over a long
     cached prefix costs its own rows, not a whole tile of attention."""
-    from kanana_longctx.run import attention
+    from kanana_longctx.kernels import attention
 
     calls = []
     real = attention._padded_tiles
@@ -248,7 +248,7 @@ def test_rows_decode_together_like_generate_each(tiny, splits, varlen):
 def test_one_decode_graph_serves_batches_of_any_length(tiny, monkeypatch):
     """With the variable-length layout the splits are re-cut per batch (a short batch, then a longer one, then
     the short one again) under one recorded step, and each batch still decodes like generate."""
-    from kanana_longctx.run import decode_graph
+    from kanana_longctx.fastpath import decode as decode_graph
 
     monkeypatch.setattr(decode_graph, "SPLIT_MIN_KEYS", 16)
     model, loaded = tiny
@@ -270,7 +270,7 @@ def test_one_decode_graph_serves_batches_of_any_length(tiny, monkeypatch):
 def test_split_kv_attention_equals_one_masked_call():
     """Split-KV decode attention against plain masked attention: rows of different live lengths, a split with no
     live key at all, and a parked row whose only live key is far out."""
-    from kanana_longctx.run.decode_graph import split_kv_attention
+    from kanana_longctx.fastpath.decode import split_kv_attention
 
     gen = torch.Generator().manual_seed(8)
     rows, hkv, g, d, cap, splits = 3, 2, 4, 16, 64, 8
@@ -295,8 +295,8 @@ def test_variable_length_splits_read_only_live_keys_and_equal_one_masked_call(mo
     a row live in part of its splits, a row live in one, a row with every key live; the buffer is longer than the
     capacity, so each row's splits start at its own offset in the flat buffer. The same layout re-cut for another
     batch (`fit`) gives the same result from its device-side split length."""
-    from kanana_longctx.run import decode_graph
-    from kanana_longctx.run.decode_graph import SplitLayout, split_kv_attention_varlen, split_lengths
+    from kanana_longctx.fastpath import decode as decode_graph
+    from kanana_longctx.fastpath.decode import SplitLayout, split_kv_attention_varlen, split_lengths
 
     assert split_lengths(torch.tensor([50, 3, 64]), splits=8, span=8).tolist() == [
         [8, 8, 8, 8, 8, 8, 2, 0], [3, 0, 0, 0, 0, 0, 0, 0], [8] * 8,
@@ -323,7 +323,7 @@ def test_variable_length_splits_read_only_live_keys_and_equal_one_masked_call(mo
 
 
 def test_split_counts_fill_the_gpu_and_divide_the_capacity():
-    from kanana_longctx.run.decode_graph import choose_splits, live_split_count
+    from kanana_longctx.fastpath.decode import choose_splits, live_split_count
 
     assert choose_splits(1, 8, 131072, 132) == 64  # one row at 128K: 512 blocks of 2048 keys
     assert choose_splits(6, 8, 32768, 132) == 8

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kanana_longctx.run.attention import attend, reference_attention_with_lse
+from kanana_longctx.kernels.attention import attend, reference_attention_with_lse
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -31,8 +31,8 @@ def test_split_attention_matches_float32_reference(kernel, q_len, prefix):
 
 def test_graph_decode_and_reused_prefix_match_transformers_on_cuda():
     from kanana_longctx.bench.models import random_model
-    from kanana_longctx.run.engine import finish_loaded
-    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
 
     model = random_model("tiny", device="cuda", dtype="float32", yarn=True)
     loaded = finish_loaded(model, "cuda", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
@@ -48,8 +48,8 @@ def test_graph_decode_and_reused_prefix_match_transformers_on_cuda():
 
 
 def test_fused_merge_matches_the_torch_merge():
-    from kanana_longctx.run import merge_kernel
-    from kanana_longctx.run.attention import merge_states
+    from kanana_longctx.kernels import merge as merge_kernel
+    from kanana_longctx.kernels.attention import merge_states
 
     gen = torch.Generator(device="cuda").manual_seed(7)
     o1, o2 = (torch.randn(1, 32, 1000, 128, device="cuda", generator=gen).bfloat16() for _ in range(2))
@@ -64,7 +64,7 @@ def test_fused_merge_matches_the_torch_merge():
 
 @pytest.mark.parametrize("q_start,q_len", [(0, 3000), (1500, 700), (4095, 1), (777, 5000), (30000, 40)])
 def test_cudnn_tiles_match_float32_reference(q_start, q_len):
-    from kanana_longctx.run.attention import attend_tiles
+    from kanana_longctx.kernels.attention import attend_tiles
 
     gen = torch.Generator(device="cuda").manual_seed(q_start + q_len)
     end = q_start + q_len
@@ -85,8 +85,8 @@ def test_batched_graph_decode_matches_transformers_per_probe(buffer):
     """1300: one fused call over the masked capacity; 8192: split-KV over live keys, 8 splits of the buffer (4
     rows x 2 kv heads x 8 splits: the most blocks whose splits keep >= 1024 keys), cut to the batch."""
     from kanana_longctx.bench.models import random_model
-    from kanana_longctx.run.engine import finish_loaded
-    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
 
     model = random_model("tiny", device="cuda", dtype="float32", yarn=True)
     loaded = finish_loaded(model, "cuda", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
@@ -106,8 +106,8 @@ def test_compiled_fused_layers_match_the_module_path_in_bf16():
     """The default prefill on CUDA (fused weights, compiled layer halves) against transformers' modules through the
     same attention, at several suffix lengths over a cached prefix."""
     from kanana_longctx.bench.models import random_model
-    from kanana_longctx.run.engine import finish_loaded
-    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
 
     model = random_model("tiny", device="cuda", dtype="bfloat16", yarn=True)
     loaded = finish_loaded(model, "cuda", "bfloat16", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
@@ -126,8 +126,8 @@ def test_joined_suffixes_with_cudnn_tiles_match_each_probe_alone_in_bf16():
     """The GPU default for a batch of probes: compiled layers, cuDNN tiles, short suffixes joined in one forward
     (`prefill_rows`), the trimmed last layer. Each probe's logits against its own untrimmed forward in its row."""
     from kanana_longctx.bench.models import random_model
-    from kanana_longctx.run.engine import finish_loaded
-    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
 
     model = random_model("tiny", device="cuda", dtype="bfloat16", yarn=True)
     loaded = finish_loaded(model, "cuda", "bfloat16", "cudnn", {"factor": 4.4, "original_max_position_embeddings": 4096})
@@ -150,7 +150,7 @@ def test_joined_suffixes_with_cudnn_tiles_match_each_probe_alone_in_bf16():
 def test_decode_reads_live_keys_only_on_this_gpu():
     """The kernel's variable-length mode passes the decoder's own check here (else decoding silently falls back to
     masking, which reads whole capacity buckets: correct, but slower)."""
-    from kanana_longctx.run.decode_graph import varlen_works
+    from kanana_longctx.fastpath.decode import varlen_works
 
     assert varlen_works(torch.device("cuda")) == (True, "")
 
@@ -158,7 +158,7 @@ def test_decode_reads_live_keys_only_on_this_gpu():
 def test_memory_cached_by_an_earlier_run_counts_as_free():
     """A block freed back to PyTorch's caching allocator is still taken for the driver; the runner's memory
     budget (decode rows, batch sizes) counts it as free, so a second run in one process sizes like the first."""
-    from kanana_longctx.run.loops import free_gpu_bytes
+    from kanana_longctx.backends.fast import free_gpu_bytes
 
     torch.cuda.empty_cache()
     before = free_gpu_bytes()
@@ -175,7 +175,7 @@ def test_live_key_splits_match_float64_attention_with_junk_in_freed_memory(rows,
     different lengths, three parked rows with one live key, many splits without any live key. The kernel writes
     nothing for those, so junk is left in freed memory first; float32 must match float64 to rounding. The masked
     fallback (a -inf bias over 16 splits of the buffer) too."""
-    from kanana_longctx.run.decode_graph import (
+    from kanana_longctx.fastpath.decode import (
         SplitLayout, _bias, live_split_count, split_kv_attention, split_kv_attention_varlen,
     )
 

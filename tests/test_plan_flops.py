@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kanana_longctx.bench.models import shape_config
-from kanana_longctx.run.flops import ModelShape, last_layer_skipped_flops, prefill_flops, suffix_flops
+from kanana_longctx.plan.flops import ModelShape, last_layer_skipped_flops, prefill_flops, suffix_flops
 
 
 @pytest.fixture(scope="module")

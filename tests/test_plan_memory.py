@@ -1,10 +1,10 @@
-"""KV rows and prefill chunk chosen together against one memory budget (kanana_longctx.run.memory_plan)."""
+"""KV rows and prefill chunk chosen together against one memory budget (kanana_longctx.plan.memory)."""
 
 import pytest
 
 from kanana_longctx.bench.models import shape_config
-from kanana_longctx.run.fast_llama import row_kv_bytes
-from kanana_longctx.run.memory_plan import (
+from kanana_longctx.fastpath.llama import row_kv_bytes
+from kanana_longctx.plan.memory import (
     MAX_ROWS,
     MemoryPlan,
     chunk_bytes_per_token,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kanana_longctx.probes import ProbeRequest, build_probe_set
-from kanana_longctx.run.reuse_plan import SHARED, Copy, Extend, common_prefix, plan_reuse, planned_work
+from kanana_longctx.plan.reuse import SHARED, Copy, Extend, common_prefix, plan_reuse, planned_work
 
 _WEIGHTS = np.random.default_rng(7).integers(1, 2**62, size=200_000, dtype=np.int64)
 

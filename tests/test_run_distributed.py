@@ -12,7 +12,7 @@ import pytest
 
 from kanana_longctx.probes.spec import Probe
 from kanana_longctx.results import ResultRecord, ResultsWriter, load_results
-from kanana_longctx.run.shard import done_ids, merge_rank_results, probe_cost, rank_files, shard
+from kanana_longctx.run.distributed import done_ids, merge_rank_results, probe_cost, rank_files, shard
 
 
 def _probe(length: int, depth: float) -> Probe:

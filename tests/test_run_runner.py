@@ -17,7 +17,7 @@ from kanana_longctx.cli import app
 from kanana_longctx.errors import ResultsError
 from kanana_longctx.probes.build import ProbeRequest, build_probe_set
 from kanana_longctx.results import load_results, read_run_info
-from kanana_longctx.run.options import RunOptions
+from kanana_longctx.options import RunOptions
 from kanana_longctx.run.runner import execute
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smollm2_loaded(smollm2_source):
-    from kanana_longctx.run.engine import load_model
+    from kanana_longctx.backends.local import load_model
 
     return load_model(smollm2_source, RunOptions(device="cpu"))
 
@@ -60,8 +60,9 @@ def test_fast_and_plain_engines_agree_on_smollm2(variant, smollm2_tokenizer, smo
     (prefixes copied between rows) and prompts prefilled in several chunks, so the batching bookkeeping is checked
     on a real model too."""
     if variant == "gpu layout":
-        from kanana_longctx.run import fast_llama, loops
-        from kanana_longctx.run.memory_plan import MemoryPlan
+        from kanana_longctx.backends import fast as loops
+        from kanana_longctx.fastpath import llama as fast_llama
+        from kanana_longctx.plan.memory import MemoryPlan
 
         monkeypatch.setattr(loops, "memory_plan_for", lambda loaded, tokens, probes, cap=0.0: MemoryPlan(3, 512, 0, 0))
         monkeypatch.setattr(fast_llama, "default_tile_tokens", lambda kernel, device: 128)

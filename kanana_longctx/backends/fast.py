@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kanana_longctx.probes.spec import Probe
 from kanana_longctx.results import ResultRecord
-from kanana_longctx.run.scoring import score_contains
+from kanana_longctx.scoring import score_contains
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,10 @@ def _make_stop(tokenizer, stop_ids: set[int], form: str):
 
 
 def memory_plan_for(loaded, buffer_tokens: int, probes: int, max_memory_gib: float = 0.0):
-    """KV rows and prefill chunk of a fast run (kanana_longctx.run.memory_plan says how they are chosen), under
+    """KV rows and prefill chunk of a fast run (kanana_longctx.plan.memory says how they are chosen), under
     `max_memory_gib` (0: no cap) where given; on the CPU one row and 2048-token chunks (no graphs there, so
     nothing to share in decoding)."""
-    from kanana_longctx.run.memory_plan import (
+    from kanana_longctx.plan.memory import (
         MemoryPlan, chunk_bytes_per_token, gib_bytes, plan_memory, run_budget_bytes,
     )
 
@@ -99,7 +99,7 @@ def memory_plan_for(loaded, buffer_tokens: int, probes: int, max_memory_gib: flo
         return MemoryPlan(rows=1, chunk_tokens=2048, planned_bytes=0, budget_bytes=0)
     import torch
 
-    from kanana_longctx.run.fast_llama import buffer_tokens_for, default_tile_tokens, row_kv_bytes
+    from kanana_longctx.fastpath.llama import buffer_tokens_for, default_tile_tokens, row_kv_bytes
 
     buffer_tokens = buffer_tokens_for(buffer_tokens, default_tile_tokens(loaded.attention, "cuda"))
     cfg, elem = loaded.model.config, _element_size(loaded)
@@ -114,15 +114,15 @@ def memory_plan_for(loaded, buffer_tokens: int, probes: int, max_memory_gib: flo
 
 
 def run_fast(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> LoopStats:
-    """Prefix reuse as `kanana_longctx.run.reuse_plan` plans it: the shared haystack stream once, the common part of
+    """Prefix reuse as `kanana_longctx.plan.reuse` plans it: the shared haystack stream once, the common part of
     probes that hold the same needle at the same place once, then each probe's own suffix. Probes go in batches, one
-    KV buffer row each (kanana_longctx.run.fast_llama explains the rows): a batch's suffixes are prefilled together
+    KV buffer row each (kanana_longctx.fastpath.llama explains the rows): a batch's suffixes are prefilled together
     (short ones share one forward) and then decoded together."""
     import numpy as np
 
-    from kanana_longctx.run.fast_llama import PrefixReusingLlama
-    from kanana_longctx.run.flops import ModelShape, span_flops
-    from kanana_longctx.run.reuse_plan import SHARED, Copy, plan_reuse, planned_work
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
+    from kanana_longctx.plan.flops import ModelShape, span_flops
+    from kanana_longctx.plan.reuse import SHARED, Copy, plan_reuse, planned_work
 
     if not pending:
         return LoopStats(0.0)
@@ -199,8 +199,8 @@ def _decode_batch(fast, batch, tokenizer, stop, max_new, writer, reporter) -> No
 
 def run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter) -> LoopStats:
     """One `generate` per batch of equal-length probes; batch size from free memory, halved on OOM."""
-    from kanana_longctx.run.flops import ModelShape, prefill_flops
-    from kanana_longctx.run.hf_loop import generate_with_fallback
+    from kanana_longctx.plan.flops import ModelShape, prefill_flops
+    from kanana_longctx.backends.hf import generate_with_fallback
 
     shape = ModelShape.from_config(loaded.model.config)
     by_length: dict[int, list[Probe]] = defaultdict(list)
@@ -233,8 +233,8 @@ def auto_batch_size(loaded, tokens: int, max_memory_gib: float = 0.0) -> int:
         return 1
     import torch
 
-    from kanana_longctx.run.fast_llama import row_kv_bytes
-    from kanana_longctx.run.memory_plan import gib_bytes, under_cap
+    from kanana_longctx.fastpath.llama import row_kv_bytes
+    from kanana_longctx.plan.memory import gib_bytes, under_cap
 
     cfg = loaded.model.config
     elem = _element_size(loaded)

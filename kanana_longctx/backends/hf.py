@@ -22,7 +22,7 @@ def generate_batch(loaded, batch: Sequence[Sequence[int]], *, max_new_tokens: in
     """Greedy-generate for equal-length prompts; return the new token ids per prompt (cut at the first stop id)."""
     import torch
 
-    from kanana_longctx.run.attention import sdpa_context
+    from kanana_longctx.kernels.attention import sdpa_context
 
     model = loaded.model
     device = next(model.parameters()).device

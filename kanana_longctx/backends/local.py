@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from kanana_longctx.errors import DeviceError, ModelNotFound
 from kanana_longctx.hub import ModelSource
-from kanana_longctx.run.options import RunOptions
+from kanana_longctx.options import RunOptions
 from kanana_longctx.tokenizer import quiet_transformers
 
 ATTN_CHOICES = ("auto", "cudnn", "fa3", "fa2", "sdpa", "eager")
@@ -153,7 +153,7 @@ def load_config(source: ModelSource, options: RunOptions):
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelNotFound(f"cannot load a model config from {source.spec}: {first}") from exc
-    from kanana_longctx.run.rope import set_config_yarn, yarn_in_config
+    from kanana_longctx.yarn.live import set_config_yarn, yarn_in_config
 
     if options.yarn is True:
         set_config_yarn(config, options)
@@ -227,7 +227,7 @@ def finish_loaded(model, device: str, dtype: str, attention: str, yarn: dict | N
     """Wrap an already built model (also used by the benchmark's random-weight models)."""
     import torch
 
-    from kanana_longctx.run.rope import context_limits, rotary_attention_factor
+    from kanana_longctx.yarn.live import context_limits, rotary_attention_factor
 
     gpu_name = torch.cuda.get_device_name() if device == "cuda" else ""
     native, maximum = context_limits(model.config, yarn)

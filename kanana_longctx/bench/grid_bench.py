@@ -100,7 +100,7 @@ def _naive_loop(loaded, probes, max_new_tokens: int, pad_id: int) -> float:
     """One `generate` per probe, default SDPA, the full prompt every time: what the usual HF scripts do."""
     import torch
 
-    from kanana_longctx.run.hf_loop import generate_batch
+    from kanana_longctx.backends.hf import generate_batch
 
     naive = dataclasses.replace(loaded, attention="sdpa")  # no backend preference: SDPA's own choice
     cuda = loaded.device == "cuda"
@@ -116,7 +116,7 @@ def _logit_agreement(model, loaded, probes) -> tuple[float, float, str]:
     """Our fast forward vs transformers (sdpa) on a few probes; transformers eager vs sdpa is the bf16 noise floor."""
     import torch
 
-    from kanana_longctx.run.fast_llama import PrefixReusingLlama
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
 
     if not probes:
         return 0.0, 0.0, "0/0"
@@ -149,11 +149,11 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     from kanana_longctx.hub import resolve_model
     from kanana_longctx.probes.build import ProbeRequest, build_probe_set
     from kanana_longctx.probes.grid import resolve_grid
-    from kanana_longctx.run.engine import finish_loaded, pick_attention, pick_device
-    from kanana_longctx.run.flops import ModelShape, prefill_flops
-    from kanana_longctx.run.memory_plan import kv_rows_text
-    from kanana_longctx.run.options import RunOptions
-    from kanana_longctx.run.peak import measure_matmul_tflops
+    from kanana_longctx.backends.local import finish_loaded, pick_attention, pick_device
+    from kanana_longctx.plan.flops import ModelShape, prefill_flops
+    from kanana_longctx.plan.memory import kv_rows_text
+    from kanana_longctx.options import RunOptions
+    from kanana_longctx.backends.gpu import measure_matmul_tflops
     from kanana_longctx.run.runner import execute
     from kanana_longctx.tokenizer import load_tokenizer
 

@@ -370,7 +370,7 @@ def niah(
     from kanana_longctx.probes.summary import parse_count, summarize, write_prompts
     from kanana_longctx.probes.template import FORMS
     from kanana_longctx.results import RESULTS_NAME
-    from kanana_longctx.run.options import RunOptions
+    from kanana_longctx.options import RunOptions
 
     # Cheap checks first: a typo must not cost a tokenizer load.
     grid = resolve_grid(preset, lengths, depths, depth_count, depth_spacing)
@@ -412,14 +412,14 @@ def niah(
         return
     if out is None:
         stderr.print(f"run directory: {escape(str(out_dir))}", highlight=False)
-    from kanana_longctx.run.shard import rank_from_env
+    from kanana_longctx.run.distributed import rank_from_env
 
     if (gpus > 1 or tp > 1) and rank_from_env() is None:
         if out is None:  # every rank must agree on the directory
             raise BadInput("--gpus and --tp need an explicit --out")
         if gpus > 1:
             raise typer.Exit(_relaunch_with_torchrun(gpus))
-        from kanana_longctx.run.engine import has_tensor_parallel_plan, load_config
+        from kanana_longctx.backends.local import has_tensor_parallel_plan, load_config
 
         if has_tensor_parallel_plan(load_config(source, run_options)[0]):
             raise typer.Exit(_relaunch_with_torchrun(tp))  # keeps --tp: each rank loads its shard

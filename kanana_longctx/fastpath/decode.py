@@ -31,8 +31,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kanana_longctx.run.attention import reference_attention_with_lse
-from kanana_longctx.run.fast_llama import module_qkv
+from kanana_longctx.kernels.attention import reference_attention_with_lse
+from kanana_longctx.fastpath.llama import module_qkv
 
 MIN_BUCKET = 4096
 SPLIT_MIN_KEYS = 1024  # keys per split at least: below this a split's fixed cost outweighs its share of the work

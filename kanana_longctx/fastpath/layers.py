@@ -8,7 +8,7 @@ dozen memory-bound passes over (tokens x hidden) activations: RMSNorm in float32
 the transposes, SiLU(gate) * up, the residual adds. torch.compile fuses them into a few Triton kernels, and one
 QKV and one gate-up matmul replace five narrower ones (the k and v projections are 1024 wide). The functions take
 the weights as arguments, so a single compiled graph (dynamic in the token count) serves all layers; the attention
-call stays outside, in kanana_longctx.run.attention.
+call stays outside, in kanana_longctx.kernels.attention.
 
 Compiling takes ~11 s on the H100 (8.9 + 2.5 s for the two halves at 128K), time in which the GPU would sit idle
 before the first chunk. `compile_in_background` builds both halves on a worker thread from example inputs while

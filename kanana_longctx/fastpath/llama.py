@@ -4,7 +4,7 @@ Usage: fast = PrefixReusingLlama(loaded, max_tokens=L + new); fast.prefill(ids, 
 
 Why a forward of our own: transformers' cache classes and attention interfaces change between releases, and the
 NIAH grid needs things they do not offer together: KV written into one preallocated buffer at any position, a
-suffix computed against a cached prefix with the split cuDNN attention (kanana_longctx.run.attention), logits for
+suffix computed against a cached prefix with the split cuDNN attention (kanana_longctx.kernels.attention), logits for
 the last position only, and prefill in chunks so a 128K prompt never materialises 128K x FFN activations. The
 weights, norms, MLP and rotary embedding are the model's own modules, so numerics match transformers; tests compare
 last-token logits with the transformers forward.
@@ -24,8 +24,8 @@ from itertools import accumulate
 
 import torch
 
-from kanana_longctx.run.fused_layer import FusedLayers, compile_wanted, rotate_half
-from kanana_longctx.run.memory_plan import kv_rows_text
+from kanana_longctx.fastpath.layers import FusedLayers, compile_wanted, rotate_half
+from kanana_longctx.plan.memory import kv_rows_text
 
 # Pre-norm Llama layout with plain residuals. Not granite (embedding/residual/logit multipliers) nor olmo2 (norms
 # after attention and MLP): this forward would silently compute something else for them.
@@ -51,7 +51,7 @@ def supports_fast_path(model) -> tuple[bool, str]:
     return True, ""
 
 
-# Tile of the fixed-shape attention (kanana_longctx.run.attention.attend_tiles). Only cuDNN needs it (a plan per
+# Tile of the fixed-shape attention (kanana_longctx.kernels.attention.attend_tiles). Only cuDNN needs it (a plan per
 # shape); FA2 and the CPU kernels take any shape for free, so there the exact split path is cheaper.
 # 1024: from 1024 up the rectangle runs at 617-683 TFLOP/s on the H100 (bench/tiles.py), a plan costs ~60 ms
 # (128 of them for a whole 128K grid), and padding costs ~one tile of attention rows per probe: smallest wins.
@@ -119,7 +119,7 @@ class PrefixReusingLlama:
         trim_last_layer: bool = True,
         background_compile: bool | None = None,
     ):
-        from kanana_longctx.run.attention import attend, attend_tiles
+        from kanana_longctx.kernels.attention import attend, attend_tiles
 
         self._attend = attend
         self._attend_tiles = attend_tiles
@@ -148,7 +148,7 @@ class PrefixReusingLlama:
         # whose logits are wanted; its K/V (from the layer's input) are still written for every position.
         self.trim_last_layer = trim_last_layer
         self._graph_decoder = None
-        # Prefill layers as two fused (on CUDA compiled) halves: kanana_longctx.run.fused_layer says why.
+        # Prefill layers as two fused (on CUDA compiled) halves: kanana_longctx.fastpath.layers says why.
         self.fused = None
         if fuse_layers:
             compile_layers = compile_wanted(self.device.type) if compile_layers is None else compile_layers
@@ -282,7 +282,7 @@ class PrefixReusingLlama:
     def decode(self, first_logits: torch.Tensor, position: int, max_new_tokens: int, stop, row: int = 0) -> list[int]:
         """Greedy decoding from `first_logits` (the prompt's last position is `position - 1`) in buffer row `row`.
         `stop(token_ids) -> bool` ends generation early (EOS, newline for retform). On CUDA the steps are replayed
-        from CUDA graphs (kanana_longctx.run.decode_graph); elsewhere they run eagerly."""
+        from CUDA graphs (kanana_longctx.fastpath.decode); elsewhere they run eagerly."""
         return self.decode_rows([(row, first_logits, position, stop)], max_new_tokens)[0]
 
     @torch.inference_mode()
@@ -293,7 +293,7 @@ class PrefixReusingLlama:
             if self.fused is not None:
                 self.fused.finish_background_compile()  # no other thread's kernels inside a graph capture
             if self._graph_decoder is None:
-                from kanana_longctx.run.decode_graph import GraphDecoder
+                from kanana_longctx.fastpath.decode import GraphDecoder
 
                 self._graph_decoder = GraphDecoder(self)
             firsts = torch.stack([logits for _, logits, _, _ in requests]).argmax(-1).tolist()

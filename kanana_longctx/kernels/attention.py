@@ -94,8 +94,8 @@ def reference_attention_with_lse(q, k, v, *, causal: bool, scale: float, bias=No
 
 def merge_states(o1, lse1, o2, lse2):
     """Combine two partial softmax-attention results over disjoint key sets, exactly, in float32 (one fused kernel
-    on CUDA, kanana_longctx.run.merge_kernel)."""
-    from kanana_longctx.run.merge_kernel import fused_merge, fused_merge_available
+    on CUDA, kanana_longctx.kernels.merge)."""
+    from kanana_longctx.kernels.merge import fused_merge, fused_merge_available
 
     if fused_merge_available(o1, o2):
         return fused_merge(o1, lse1, o2, lse2)
@@ -129,7 +129,7 @@ def sdpa_context(kernel: str, device: torch.device):
         return contextlib.nullcontext()
     from torch.nn.attention import sdpa_kernel
 
-    from kanana_longctx.run.engine import sdpa_backends
+    from kanana_longctx.backends.local import sdpa_backends
 
     return sdpa_kernel(sdpa_backends(kernel), set_priority=True)
 

@@ -46,7 +46,7 @@ def suffix_flops(shape: ModelShape, prefix: int, suffix: int) -> float:
 
 
 def last_layer_skipped_flops(shape: ModelShape, prefix: int, rows: int) -> float:
-    """FLOPs the trimmed last layer (kanana_longctx.run.fast_llama) leaves out for `rows` query rows that follow
+    """FLOPs the trimmed last layer (kanana_longctx.fastpath.llama) leaves out for `rows` query rows that follow
     `prefix` positions: their attention (rectangle + causal square, as in `suffix_flops`), o_proj and MLP. It still
     runs their QKV matmul, for the K/V the cache needs."""
     if rows <= 0:

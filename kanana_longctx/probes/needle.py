@@ -9,7 +9,7 @@ generator when it occurs anywhere else in the prompt.
 
 Why per position and not per probe: two probes that put the needle at the same place (every length at depth 0,
 and lengths whose depths meet at the same sentence) then hold the same tokens up to the shorter one's end, and the
-runner computes that shared part once (kanana_longctx.run.reuse_plan). Values still differ between positions, and
+runner computes that shared part once (kanana_longctx.plan.reuse). Values still differ between positions, and
 no probe sees another's.
 """
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from kanana_longctx.results import ResultRecord
-from kanana_longctx.run.memory_plan import kv_rows_text
+from kanana_longctx.plan.memory import kv_rows_text
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from kanana_longctx.results import RESULTS_NAME, RunInfo, read_run_info
 
 def prepare_out_dir(out_dir: Path, info: RunInfo, overwrite: bool, first_rank: bool = True) -> set[str]:
     """Check `out_dir` against `info`; return the probe_ids already done. Refuses to mix configurations."""
-    from kanana_longctx.run.shard import done_ids, rank_files
+    from kanana_longctx.run.distributed import done_ids, rank_files
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS_NAME

@@ -16,11 +16,11 @@ from kanana_longctx.errors import ProbeError
 from kanana_longctx.hub import resolve_model
 from kanana_longctx.probes.spec import ProbeSet
 from kanana_longctx.results import RESULTS_NAME, ResultsWriter, RunInfo, load_results, write_run_info
-from kanana_longctx.run.loops import run_fast, run_hf, stop_token_ids
-from kanana_longctx.run.options import RunOptions
+from kanana_longctx.backends.fast import run_fast, run_hf, stop_token_ids
+from kanana_longctx.options import RunOptions
 from kanana_longctx.run.reporting import NullReporter, RichReporter, RunSummary, accuracy_by_length, render_summary
 from kanana_longctx.run.rundir import prepare_out_dir
-from kanana_longctx.run.scoring import SCORER_LABELS
+from kanana_longctx.scoring import SCORER_LABELS
 
 
 def yarn_request(options: RunOptions) -> dict | str:
@@ -51,7 +51,7 @@ def default_max_new_tokens(probe_set: ProbeSet, tokenizer) -> int:
 
 def run_niah(probe_set: ProbeSet, options: RunOptions, out_dir: Path, console, *, tokenizer=None) -> RunSummary:
     """CLI entry: run with rich progress and print the end-of-run table."""
-    from kanana_longctx.run.shard import rank_from_env
+    from kanana_longctx.run.distributed import rank_from_env
 
     rank = rank_from_env()
     first = rank is None or rank.rank == 0
@@ -65,7 +65,7 @@ def run_niah(probe_set: ProbeSet, options: RunOptions, out_dir: Path, console, *
 def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter=None, tokenizer=None, loaded=None):
     """Run the pending probes of `probe_set`; return a RunSummary. `loaded` lets the benchmark pass its own model."""
     from kanana_longctx import __version__
-    from kanana_longctx.run.engine import load_config, load_model
+    from kanana_longctx.backends.local import load_config, load_model
 
     reporter = reporter or NullReporter()
     if not probe_set.probes:
@@ -78,7 +78,7 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     max_new = options.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
 
     # Context check before any weight is loaded: a bad length must cost seconds, not a model load.
-    from kanana_longctx.run.rope import context_limits, yarn_in_config
+    from kanana_longctx.yarn.live import context_limits, yarn_in_config
 
     if loaded is None:
         config, yarn = load_config(source, options)
@@ -110,7 +110,7 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         max_new_tokens=max_new,
         extra={"scorer": SCORER_LABELS["contains"], "yarn_request": requested_yarn},
     )
-    from kanana_longctx.run import shard as sharding
+    from kanana_longctx.run import distributed as sharding
 
     rank = sharding.rank_from_env()
     first_rank = rank is None or rank.rank == 0
@@ -136,7 +136,7 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
                 torch.cuda.set_device(rank.local_rank % torch.cuda.device_count())
         loaded = load_model(source, options)
     load_seconds = time.perf_counter() - t0
-    from kanana_longctx.run.fast_llama import supports_fast_path
+    from kanana_longctx.fastpath.llama import supports_fast_path
 
     fast_ok, why = supports_fast_path(loaded.model)
     if options.tp > 1:
@@ -207,7 +207,7 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         gc.collect()
         torch.cuda.empty_cache()
 
-    from kanana_longctx.run.flops import ModelShape, prefill_flops
+    from kanana_longctx.plan.flops import ModelShape, prefill_flops
 
     shape = ModelShape.from_config(loaded.model.config)
     records, _ = load_results(out_dir / RESULTS_NAME)
@@ -243,7 +243,7 @@ def _matmul_rate(device: str, ran: bool) -> float:
     """The bf16 matmul rate, measured once after a GPU run (~0.1 s), so the summary can say its share of peak."""
     if device != "cuda" or not ran:
         return 0.0
-    from kanana_longctx.run.peak import measure_matmul_tflops
+    from kanana_longctx.backends.gpu import measure_matmul_tflops
 
     return measure_matmul_tflops()
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from kanana_longctx.run.options import RunOptions
+from kanana_longctx.options import RunOptions
 
 
 def _rope_dict(config) -> dict:
