@@ -1,4 +1,4 @@
-"""GPU survey of the CUDA-graph decode step (kanana_longctx.fastpath.decode): one fused masked SDPA call over the
+"""GPU survey of the CUDA-graph decode step (kanana_longctx.fastpath.decode, kernels.split_kv): one fused masked SDPA call over the
 capacity vs split-KV attention with masked keys (a graph per capacity bucket) vs split-KV reading live keys only
 (one graph, splits cut per batch), for the row counts and buffer lengths of the README grids.
 
@@ -27,10 +27,12 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
+    from kanana_longctx.backends.local import finish_loaded
     from kanana_longctx.bench.models import random_model
     from kanana_longctx.fastpath.decode import GraphDecoder
-    from kanana_longctx.backends.local import finish_loaded
-    from kanana_longctx.fastpath.llama import PrefixReusingLlama, row_kv_bytes
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
+    from kanana_longctx.plan.dims import ModelDims
+    from kanana_longctx.plan.memory import row_kv_bytes
 
     model = random_model(args.shape, device="cuda", dtype="bfloat16", yarn=True)
     loaded = finish_loaded(model, "cuda", "bfloat16", "cudnn", {"factor": 4.4, "original_max_position_embeddings": 32768})
@@ -50,12 +52,12 @@ def main() -> None:
                 continue
             variants = (("one call", 1, False), ("split-KV, masked", None, False), ("split-KV, live keys", None, True))
             for label, splits, varlen in variants:
-                decoder = GraphDecoder(fast, splits=splits, varlen=varlen)
+                decoder = GraphDecoder(fast.parts, fast.kv, splits=splits, varlen=varlen)
                 requests = [(r, 1, positions[r], lambda out: False) for r in range(rows)]
                 first = first_call_seconds(lambda: decoder.generate_rows(requests, steps + 1))  # captures the graph
                 ms = cuda_seconds(lambda: decoder.generate_rows(requests, steps + 1), repeats=3) / steps * 1e3
                 capacity = decoder.bucket(max(positions) + steps + 1)
-                read = weights + sum(row_kv_bytes(model.config, p + steps) for p in positions)
+                read = weights + sum(row_kv_bytes(ModelDims.from_config(model.config), p + steps) for p in positions)
                 row = {"rows": rows, "capacity": capacity, "layout": layout, "variant": label,
                        "splits": decoder.splits(capacity), "ms_per_step": round(ms, 2), "GB_per_s": round(read / ms / 1e6, 0),
                        "capture_ms": round(first * 1e3 - steps * ms, 1)}

@@ -50,7 +50,7 @@ def main() -> None:
         half = cuda_seconds(lambda: fast.prefill(ids[n // 2 :], n // 2, row=last), repeats=1)
         logits = fast.prefill(ids[n // 2 :], n // 2, row=last)
         for row in range(last):
-            fast.copy_prefix(last, row, 0, n)
+            fast.kv.copy_prefix(last, row, 0, n)
         requests = [(row, logits, n, lambda tokens: False) for row in range(rows)]
         step = cuda_seconds(lambda: fast.decode_rows(requests, 11), repeats=1) / 10
         emit_row(out, {

@@ -21,7 +21,7 @@ import torch
 
 from kanana_longctx.bench.timing import cuda_seconds, first_call_seconds, write_rows
 from kanana_longctx.fastpath import llama as fast_llama
-from kanana_longctx.kernels import attention
+from kanana_longctx.kernels import attention, choice
 
 
 def kernel_rows(tiles, prefixes=(16384, 65536, 122880)):
@@ -56,8 +56,7 @@ def forward_rows(loaded, tiles, lengths=(32768, 131072)):
     rows = []
     shape = ModelShape.from_config(loaded.model.config)
     for tile in tiles:
-        attention._planned_shapes.clear()
-        fast = fast_llama.PrefixReusingLlama(loaded, max_tokens=max(lengths) + 64, tile_tokens=tile)
+        fast = fast_llama.PrefixReusingLlama(loaded, max_tokens=max(lengths) + 64, tile_tokens=tile)  # fresh plans
         for n in lengths:
             ids = torch.randint(0, 32000, (n,), device="cuda")
             cold = first_call_seconds(lambda: fast.prefill(ids, 0))
@@ -83,11 +82,10 @@ def grid_rows(loaded, tokenizer, tiles, lengths: str, depths: str | None):
     grid = resolve_grid(preset=None, lengths=lengths, depths=depths)
     probe_set = build_probe_set(ProbeRequest.from_grid(grid, haystack="builtin", form="retform", lang="en"), tokenizer)
     rows = []
-    default_tile = fast_llama.CUDNN_TILE_TOKENS
+    default_tile = choice.CUDNN_TILE_TOKENS
     try:
         for tile in tiles:
-            attention._planned_shapes.clear()
-            fast_llama.CUDNN_TILE_TOKENS = tile
+            choice.CUDNN_TILE_TOKENS = tile  # the tile the run chooses (each run plans its cuDNN shapes afresh)
             with tempfile.TemporaryDirectory() as tmp:
                 summary = execute(probe_set, RunOptions(model="random:llama-8b"), Path(tmp) / "g", loaded=loaded, tokenizer=tokenizer)
             row = {"what": "grid", "tile": tile, "probes": summary.ran, "wall_s": round(summary.wall_seconds, 2),
@@ -98,7 +96,7 @@ def grid_rows(loaded, tokenizer, tiles, lengths: str, depths: str | None):
             rows.append(row)
             print(row, flush=True)
     finally:
-        fast_llama.CUDNN_TILE_TOKENS = default_tile
+        choice.CUDNN_TILE_TOKENS = default_tile
     return rows
 
 

@@ -1,8 +1,15 @@
-"""Options of a model run, as one frozen record (the CLI builds it, the runner consumes it)."""
+"""Options of a model run, as one frozen record (the CLI builds it, the runner and the backends consume it).
+
+Usage: options = RunOptions(model="smollm2", engine="fast", yarn=True); options.yarn_params()
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from kanana_longctx.yarn.params import (
+    DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, DEFAULT_FACTOR, DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS, YarnParams,
+)
 
 
 @dataclass(frozen=True)
@@ -13,11 +20,11 @@ class RunOptions:
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     attn: str = "auto"  # auto | cudnn | fa3 | fa2 | sdpa | eager
     yarn: bool | None = None  # True: apply YaRN in memory; False: force off; None: as the config says
-    yarn_factor: float = 4.4
-    yarn_original: int = 32768
-    yarn_beta_fast: float = 64.0
-    yarn_beta_slow: float = 2.0
-    engine: str = "auto"  # auto | fast | hf  (fast: prefix-reusing runner; hf: one generate per batch)
+    yarn_factor: float = DEFAULT_FACTOR
+    yarn_original: int = DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS
+    yarn_beta_fast: float = DEFAULT_BETA_FAST
+    yarn_beta_slow: float = DEFAULT_BETA_SLOW
+    engine: str = "auto"  # auto or a name of kanana_longctx.backends.registry (fast: prefix reuse; hf: generate)
     batch_size: int = 0  # 0: pick from free memory
     max_new_tokens: int = 0  # 0: derived from the expected answer's length
     trust_remote_code: bool = False
@@ -28,3 +35,12 @@ class RunOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def yarn_params(self) -> YarnParams:
+        """The YaRN parameters `--yarn` applies (validated: bad values raise BadInput)."""
+        return YarnParams(
+            factor=self.yarn_factor,
+            original_max_position_embeddings=self.yarn_original,
+            beta_fast=self.yarn_beta_fast,
+            beta_slow=self.yarn_beta_slow,
+        )

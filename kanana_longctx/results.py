@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from kanana_longctx.atomic import atomic_write_text
 from kanana_longctx.errors import ResultsError
@@ -40,9 +40,13 @@ class ResultRecord:
     new_tokens: int = 0
     prefill_tokens: int = 0  # tokens actually computed in prefill (less than n_tokens when a prefix was reused)
     seconds: float = 0.0
+    extra: dict = field(default_factory=dict)  # the backend's own facts about this row (written only when any)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if not data["extra"]:
+            del data["extra"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ResultRecord":
@@ -201,10 +205,3 @@ def read_run_info(run_dir: Path) -> RunInfo | None:
     except (ValueError, TypeError) as exc:
         raise ResultsError(f"{path}: not a valid run.json ({exc})") from None
 
-
-def iter_done_ids(path: Path) -> Iterator[str]:
-    """probe_ids already in results.jsonl (torn last line ignored)."""
-    if not Path(path).exists():
-        return iter(())
-    objects, _ = read_jsonl(path)
-    return (str(o.get("probe_id")) for o in objects if "probe_id" in o)

@@ -54,3 +54,14 @@ def shared_haystacks() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/haystacks is not present")
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny random Llama (CPU, float32, YaRN 4.4 over 4096 positions) and its LoadedModel, for shapes and speed
+    paths only (behaviour is tested on SmolLM2)."""
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.bench.models import random_model
+
+    model = random_model("tiny", device="cpu", dtype="float32", yarn=True)
+    return model, finish_loaded(model, "cpu", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})

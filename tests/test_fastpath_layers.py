@@ -177,7 +177,7 @@ def test_background_compilation_builds_the_graphs_while_the_stream_runs_eagerly(
     assert "compiled in the background" in fast.describe()
     for engine in (fast, eager):
         engine.prefill_stream(ids[:150], 0, row=0)
-    for ours, ref in zip(fast.k_cache + fast.v_cache, eager.k_cache + eager.v_cache):
+    for ours, ref in zip(fast.kv.k + fast.kv.v, eager.kv.k + eager.kv.v):
         assert torch.equal(ours[0, :, :150], ref[0, :, :150])
     requests = [(ids[150:], 150, 0), (ids[100:130], 100, 1)]  # 50 tokens alone (> chunk), 30 on their own
     for ours, ref in zip(fast.prefill_rows(requests), eager.prefill_rows(requests)):

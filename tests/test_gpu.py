@@ -44,7 +44,7 @@ def test_graph_decode_and_reused_prefix_match_transformers_on_cuda():
     fast.prefill(ids, 0)
     logits = fast.prefill(ids[300:], 300)  # reuse the first 300 positions
     assert _rel(logits, ref_logits) < 1e-4
-    assert fast.decode(logits, 600, 8, lambda out: False) == ref_tokens  # CUDA-graph replay
+    assert fast.decode_rows([(0, logits, 600, lambda out: False)], 8)[0] == ref_tokens  # CUDA-graph replay
 
 
 def test_fused_merge_matches_the_torch_merge():
@@ -158,7 +158,7 @@ def test_decode_reads_live_keys_only_on_this_gpu():
 def test_memory_cached_by_an_earlier_run_counts_as_free():
     """A block freed back to PyTorch's caching allocator is still taken for the driver; the runner's memory
     budget (decode rows, batch sizes) counts it as free, so a second run in one process sizes like the first."""
-    from kanana_longctx.backends.fast import free_gpu_bytes
+    from kanana_longctx.backends.gpu import free_gpu_bytes
 
     torch.cuda.empty_cache()
     before = free_gpu_bytes()
@@ -175,9 +175,8 @@ def test_live_key_splits_match_float64_attention_with_junk_in_freed_memory(rows,
     different lengths, three parked rows with one live key, many splits without any live key. The kernel writes
     nothing for those, so junk is left in freed memory first; float32 must match float64 to rounding. The masked
     fallback (a -inf bias over 16 splits of the buffer) too."""
-    from kanana_longctx.fastpath.decode import (
-        SplitLayout, _bias, live_split_count, split_kv_attention, split_kv_attention_varlen,
-    )
+    from kanana_longctx.kernels.choice import live_split_count
+    from kanana_longctx.kernels.split_kv import SplitLayout, mask_bias, split_kv_attention, split_kv_attention_varlen
 
     gen = torch.Generator(device="cuda").manual_seed(0)
     n = 17408
@@ -189,7 +188,7 @@ def test_live_key_splits_match_float64_attention_with_junk_in_freed_memory(rows,
         torch.full((1 << 16,), 1e4, device="cuda")
     got = split_kv_attention_varlen(q, k, v, layout.seqlen_k(live), layout, scale=0.125)
     mask = torch.arange(n, device="cuda")[None] < live[:, None]
-    bias = _bias(mask, rows, kv_heads, 16, groups, q.dtype)
+    bias = mask_bias(mask, rows, kv_heads, 16, groups, q.dtype)
     masked = split_kv_attention(q, k, v, bias, capacity=n, splits=16, scale=0.125)
     for r, length in enumerate(live.tolist()):
         ref, _ = reference_attention_with_lse(

@@ -1,14 +1,16 @@
-"""KV rows and prefill chunk chosen together against one memory budget (kanana_longctx.plan.memory)."""
+"""KV rows and prefill chunk chosen together against one memory budget, the buffer length and the plain loop's
+batch size (kanana_longctx.plan.memory)."""
 
 import pytest
 
 from kanana_longctx.bench.models import shape_config
-from kanana_longctx.fastpath.llama import row_kv_bytes
+from kanana_longctx.plan.dims import ModelDims
 from kanana_longctx.plan.memory import (
     MAX_ROWS,
     MemoryPlan,
     chunk_bytes_per_token,
     plan_memory,
+    row_kv_bytes,
     run_budget_bytes,
 )
 
@@ -29,7 +31,7 @@ def _plan_on_h100(buffer_tokens: int, probes: int = 225) -> MemoryPlan:
     config, per_token, weights = _llama_8b()
     budget = run_budget_bytes(H100_TOTAL, weights, H100_TOTAL - weights)
     return plan_memory(
-        row_bytes=row_kv_bytes(config, buffer_tokens), chunk_bytes_per_token=per_token, budget_bytes=budget, probes=probes
+        row_bytes=row_kv_bytes(ModelDims.from_config(config), buffer_tokens), chunk_bytes_per_token=per_token, budget_bytes=budget, probes=probes
     )
 
 
@@ -38,7 +40,7 @@ def test_activation_estimate_matches_the_h100_peaks():
     48.59 with 2 rows and 16K chunks, 50.66 with 2 rows and 32K chunks (docs/performance.md)."""
     config, per_token, weights = _llama_8b()
     assert weights / GIB == pytest.approx(14.96, abs=0.01)
-    row = row_kv_bytes(config, 129024)
+    row = row_kv_bytes(ModelDims.from_config(config), 129024)
     for rows, chunk, measured in ((1, 32768, 34.87), (2, 16384, 48.59), (2, 32768, 50.66)):
         assert (weights + rows * row + chunk * per_token) / GIB == pytest.approx(measured, abs=0.15)
 
@@ -96,7 +98,7 @@ def test_a_cap_plans_a_larger_card_like_a_smaller_one():
     """`--max-memory 50` on an H200 gives the 80 GB H100's plan at 128K (2 rows, 16K chunks, under 50 GiB with
     the weights); without the cap the H200 takes more rows, and its peak goes past 50 GiB."""
     config, per_token, weights = _llama_8b()
-    row = row_kv_bytes(config, 129024)
+    row = row_kv_bytes(ModelDims.from_config(config), 129024)
 
     def plan(cap_gib: float) -> MemoryPlan:
         budget = run_budget_bytes(H200_TOTAL, weights, H200_TOTAL - weights, cap=int(cap_gib * GIB))

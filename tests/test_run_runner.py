@@ -60,12 +60,14 @@ def test_fast_and_plain_engines_agree_on_smollm2(variant, smollm2_tokenizer, smo
     (prefixes copied between rows) and prompts prefilled in several chunks, so the batching bookkeeping is checked
     on a real model too."""
     if variant == "gpu layout":
-        from kanana_longctx.backends import fast as loops
-        from kanana_longctx.fastpath import llama as fast_llama
+        from kanana_longctx.backends import fast as fast_backend
+        from kanana_longctx.kernels import choice
         from kanana_longctx.plan.memory import MemoryPlan
 
-        monkeypatch.setattr(loops, "memory_plan_for", lambda loaded, tokens, probes, cap=0.0: MemoryPlan(3, 512, 0, 0))
-        monkeypatch.setattr(fast_llama, "default_tile_tokens", lambda kernel, device: 128)
+        monkeypatch.setattr(
+            fast_backend, "memory_plan_for", lambda loaded, tokens, probes, cap=0.0, tile=0: MemoryPlan(3, 512, 0, 0)
+        )
+        monkeypatch.setattr(choice, "tile_tokens", lambda kernel, device: 128)
     probe_set = _probes(smollm2_tokenizer, "qaform")
     ours = execute(probe_set, RunOptions(engine="fast"), tmp_path / "fast", loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)
     hf = execute(probe_set, RunOptions(engine="hf"), tmp_path / "hf", loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)

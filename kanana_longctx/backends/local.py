@@ -1,26 +1,34 @@
-"""The one place that owns the model, device, dtype and attention kernel, and says what it chose.
+"""An in-process transformers model, for the backends that run on one (fast, hf): its config first, then its
+weights, once, whichever backend runs on it; and what those backends share (stop ids, decoding ids into a
+Generation, how they describe themselves, choosing among them under `--engine auto`).
 
-Usage: loaded = load_model(resolve_model("smollm2"), RunOptions(device="cpu"))
+Usage: model = LocalModel(request); model.context(); loaded = model.load()
+       loaded = load_model(resolve_model("smollm2"), RunOptions(device="cpu"))
 
-Every choice (device, dtype, kernel, YaRN) is made here, recorded in `LoadedModel`, and reported by the caller;
-nothing else in the package picks a device or a kernel. YaRN is applied in memory to the config before the weights
-load, with the same parameters `kanana-longctx config --yarn` writes, and verified on the built rotary embedding.
+The device, dtype and attention kernel come from kanana_longctx.kernels.choice and are recorded in `LoadedModel`;
+YaRN is applied in memory to the config before the weights load, with the same parameters `kanana-longctx config
+--yarn` writes (kanana_longctx.yarn.live), and read back from the built rotary embedding. Torch and transformers
+are imported inside functions only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
-from kanana_longctx.errors import DeviceError, ModelNotFound
+from kanana_longctx.backends import gpu
+from kanana_longctx.backends.base import (
+    BackendInfo, BackendRequest, ContextLimits, DeviceFigures, Generation, GenerationSink, LoopStats, RunJob,
+)
+from kanana_longctx.errors import DeviceError, ModelNotFound, ProbeError
 from kanana_longctx.hub import ModelSource
+from kanana_longctx.kernels.choice import hf_attn_implementation, pick_attention, pick_device, pick_dtype
 from kanana_longctx.options import RunOptions
+from kanana_longctx.plan.flops import ModelShape
+from kanana_longctx.probes.spec import Probe
 from kanana_longctx.tokenizer import quiet_transformers
-
-ATTN_CHOICES = ("auto", "cudnn", "fa3", "fa2", "sdpa", "eager")
-DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+from kanana_longctx.yarn.live import context_limits, rotary_attention_factor, set_config_yarn, yarn_in_config
 
 
 @dataclass
@@ -37,91 +45,6 @@ class LoadedModel:
     yarn: dict | None = None  # the YaRN parameters in force, or None
     rope_attention_factor: float = 1.0  # what the built rotary embedding really uses
     notes: list[str] = field(default_factory=list)
-
-
-def pick_device(requested: str) -> str:
-    import torch
-
-    if requested not in DEVICE_CHOICES:
-        raise DeviceError(f"unknown device '{requested}' (choose from {', '.join(DEVICE_CHOICES)})")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for, but CUDA is not available here")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
-def pick_dtype(requested: str, device: str) -> str:
-    if requested not in DTYPE_CHOICES:
-        raise DeviceError(f"unknown dtype '{requested}' (choose from {', '.join(DTYPE_CHOICES)})")
-    if requested == "auto":
-        return "bfloat16" if device == "cuda" else "float32"
-    return requested
-
-
-def _has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-def cudnn_attention_available() -> bool:
-    """cuDNN fused attention: on Hopper it is the FlashAttention-3-class kernel (about 2x PyTorch's FA2 backend)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return False
-    try:
-        from torch.nn.attention import SDPBackend  # noqa: F401
-
-        return torch.backends.cudnn.is_available() and torch.cuda.get_device_capability()[0] >= 8
-    except Exception:
-        return False
-
-
-def pick_attention(requested: str, device: str, dtype: str = "bfloat16") -> str:
-    """Resolve --attn. `auto`: cudnn on Hopper-class GPUs, fa2 (flash-attn package or SDPA's flash backend) on other
-    GPUs, sdpa on CPU. An explicit choice that is not available here is an error, not a silent fallback."""
-    import torch
-
-    if requested not in ATTN_CHOICES:
-        raise DeviceError(f"unknown attention kernel '{requested}' (choose from {', '.join(ATTN_CHOICES)})")
-    if requested == "auto":
-        if device != "cuda" or dtype == "float32":  # fused GPU kernels are half precision only
-            return "sdpa"
-        major = torch.cuda.get_device_capability()[0]
-        if major >= 9 and cudnn_attention_available():
-            return "cudnn"
-        return "fa2"
-    if requested in ("cudnn", "fa2", "fa3") and device != "cuda":
-        raise DeviceError(f"--attn {requested} needs a CUDA device")
-    if requested in ("cudnn", "fa2", "fa3") and dtype == "float32":
-        raise DeviceError(f"--attn {requested} needs --dtype bfloat16 or float16 (use sdpa or eager for float32)")
-    if requested == "cudnn" and not cudnn_attention_available():
-        raise DeviceError("--attn cudnn: cuDNN attention is not available with this torch/GPU")
-    if requested == "fa3" and not _has_module("flash_attn_interface"):
-        raise DeviceError("--attn fa3 needs the flash-attn 3 package (flash_attn_interface), which is not installed")
-    return requested
-
-
-def hf_attn_implementation(attention: str) -> str:
-    """The transformers `attn_implementation` that matches our kernel choice (for the plain HF path)."""
-    if attention == "eager":
-        return "eager"
-    if attention == "fa3":
-        return "flash_attention_3"
-    if attention == "fa2" and _has_module("flash_attn"):
-        return "flash_attention_2"
-    return "sdpa"  # cudnn / fa2 without the package / sdpa: SDPA with a backend preference (see sdpa_backends)
-
-
-def sdpa_backends(attention: str):
-    """SDPA backends to allow, fastest first, for a kernel choice (used as a context around model calls)."""
-    from torch.nn.attention import SDPBackend
-
-    if attention == "cudnn":
-        return [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    if attention == "fa2":
-        return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH, SDPBackend.CUDNN_ATTENTION]
 
 
 @contextlib.contextmanager
@@ -153,10 +76,8 @@ def load_config(source: ModelSource, options: RunOptions):
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelNotFound(f"cannot load a model config from {source.spec}: {first}") from exc
-    from kanana_longctx.yarn.live import set_config_yarn, yarn_in_config
-
     if options.yarn is True:
-        set_config_yarn(config, options)
+        set_config_yarn(config, options.yarn_params())
     elif options.yarn is False:
         set_config_yarn(config, None)
     return config, yarn_in_config(config)
@@ -227,8 +148,6 @@ def finish_loaded(model, device: str, dtype: str, attention: str, yarn: dict | N
     """Wrap an already built model (also used by the benchmark's random-weight models)."""
     import torch
 
-    from kanana_longctx.yarn.live import context_limits, rotary_attention_factor
-
     gpu_name = torch.cuda.get_device_name() if device == "cuda" else ""
     native, maximum = context_limits(model.config, yarn)
     return LoadedModel(
@@ -242,3 +161,180 @@ def finish_loaded(model, device: str, dtype: str, attention: str, yarn: dict | N
         yarn=yarn,
         rope_attention_factor=rotary_attention_factor(model),
     )
+
+
+STOP_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>")  # end-of-turn tokens of common templates
+
+
+def stop_token_ids(tokenizer, model) -> set[int]:
+    """The ids that end an answer: the tokenizer's and the generation config's EOS, and the end-of-turn tokens
+    of common chat templates where the vocabulary has them."""
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    for token in STOP_TOKENS:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return ids
+
+
+def make_stop(tokenizer, stop_ids: set[int], form: str) -> Callable[[list[int]], bool]:
+    """`stop(ids) -> bool` for greedy decoding: a stop id, or for retform a line break after some content (base
+    models ramble on)."""
+
+    def stop(out: list[int]) -> bool:
+        if out[-1] in stop_ids:
+            return True
+        if form == "retform":
+            text = tokenizer.decode(out, skip_special_tokens=True)
+            return "\n" in text.lstrip()
+        return False
+
+    return stop
+
+
+class LocalModel:
+    """The in-process model of a run: `context()` reads the config only (or the given model's), `load()` the
+    weights, once. Backends that run on it share it."""
+
+    def __init__(self, request: BackendRequest):
+        self.request = request
+        self.options: RunOptions = request.options
+        self.tokenizer = request.tokenizer
+        self.loaded: LoadedModel | None = request.loaded
+        self.stop_ids: set[int] = set()
+
+    def context(self) -> ContextLimits:
+        if self.loaded is not None:
+            config, yarn = self.loaded.model.config, yarn_in_config(self.loaded.model.config)
+        else:
+            config, yarn = load_config(self.request.source, self.options)
+        native, maximum = context_limits(config, yarn)
+        return ContextLimits(native=native, maximum=maximum, yarn=yarn)
+
+    def load(self) -> LoadedModel:
+        if self.loaded is None:
+            index = self.request.device_index
+            if index is not None and self.options.device != "cpu":
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.set_device(index % torch.cuda.device_count())
+            self.loaded = load_model(self.request.source, self.options)
+        if not self.stop_ids:
+            self.stop_ids = stop_token_ids(self.tokenizer, self.loaded.model)
+        return self.loaded
+
+    def info(self, engine: str, notes: Sequence[str] = ()) -> BackendInfo:
+        """How a backend on this model describes itself."""
+        import torch
+        import transformers
+
+        loaded = self.loaded
+        yarn = "on " + str(loaded.yarn.get("factor")) if loaded.yarn else "off"
+        headline = (
+            f"model {self.options.model} on {loaded.gpu_name or loaded.device} ({loaded.dtype}), attention"
+            f" {loaded.attention}, engine {engine}, YaRN {yarn} (rotary attention factor"
+            f" {loaded.rope_attention_factor:.6f})"
+        )
+        return BackendInfo(
+            engine=engine,
+            versions={"torch": torch.__version__, "transformers": transformers.__version__},
+            native_context=loaded.native_context,
+            max_context=loaded.max_context,
+            yarn=loaded.yarn,
+            device=loaded.device,
+            dtype=loaded.dtype,
+            attention=loaded.attention,
+            gpu_name=loaded.gpu_name,
+            notes=(*notes, *loaded.notes),
+            headline=headline,
+            shape=ModelShape.from_config(loaded.model.config),
+            extra={"rope_attention_factor": loaded.rope_attention_factor},
+        )
+
+    def generation(self, probe: Probe, output_ids, seconds: float, prefill_tokens: int, stop, max_new: int):
+        """A probe's generated ids as a Generation: decoded (special tokens skipped), and whether the answer ran
+        into `max_new` without a stop."""
+        hit = len(output_ids) >= max_new and not (output_ids and stop(list(output_ids)))
+        return Generation(
+            probe=probe,
+            text=self.tokenizer.decode(output_ids, skip_special_tokens=True),
+            new_tokens=len(output_ids),
+            hit_max_new_tokens=hit,
+            seconds=seconds,
+            prefill_tokens=prefill_tokens,
+        )
+
+    def release(self, ran: bool) -> DeviceFigures:
+        """The run's peak memory, then its memory handed back, then the matmul rate (after a run with probes)."""
+        device = self.loaded.device if self.loaded is not None else "cpu"
+        peak = gpu.peak_memory_gib(device)
+        gpu.release_memory(device)
+        return DeviceFigures(peak_memory_gib=peak, matmul_tflops=gpu.matmul_rate(device, ran))
+
+
+class LocalBackend:
+    """Base of the backends that run on a LocalModel. A subclass names itself, says which loaded models it
+    supports, and implements `run`."""
+
+    name = ""
+    label = ""  # what the run's notes call it when `auto` falls back to it
+
+    def __init__(self, model: LocalModel):
+        self.model = model
+
+    @staticmethod
+    def supports(loaded: LoadedModel, options: RunOptions) -> tuple[bool, str]:
+        """Whether this backend can run `loaded`; the reason when it cannot."""
+        return True, ""
+
+    def context(self) -> ContextLimits:
+        return self.model.context()
+
+    def load(self, notes: Sequence[str] = ()) -> BackendInfo:
+        loaded = self.model.load()
+        ok, why = self.supports(loaded, self.model.options)
+        if not ok:
+            raise ProbeError(f"--engine {self.name}: {why}")
+        return self.model.info(self.name, notes)
+
+    def run(self, job: RunJob, sink: GenerationSink) -> LoopStats:
+        raise NotImplementedError
+
+    def close(self, ran: bool) -> DeviceFigures:
+        return self.model.release(ran)
+
+
+class AutoLocalBackend:
+    """`--engine auto` on an in-process model: after loading, the first of `candidates` (LocalBackend classes, in
+    the registry's order) that supports the model runs, and the run's notes say why the ones before it did not."""
+
+    def __init__(self, model: LocalModel, candidates: Sequence[type]):
+        self.model = model
+        self.candidates = list(candidates)
+        self.chosen: LocalBackend | None = None
+
+    def context(self) -> ContextLimits:
+        return self.model.context()
+
+    def load(self) -> BackendInfo:
+        loaded = self.model.load()
+        refused = ""
+        for cls in self.candidates:
+            ok, why = cls.supports(loaded, self.model.options)
+            if ok:
+                self.chosen = cls(self.model)
+                return self.chosen.load([f"{cls.label}: {refused}"] if refused else [])
+            refused = refused or why
+        raise ProbeError(f"no engine runs this model: {refused}")
+
+    def run(self, job: RunJob, sink: GenerationSink) -> LoopStats:
+        return self.chosen.run(job, sink)
+
+    def close(self, ran: bool) -> DeviceFigures:
+        return self.model.release(ran)

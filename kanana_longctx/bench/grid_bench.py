@@ -2,7 +2,7 @@
 
 Usage: kanana-longctx bench --shape llama-8b --preset readme-32k --naive-subset 64 --json bench-32k.json
 
-What it reports (the performance issue's table): grid, probes, prompt tokens, FLOPs without reuse, the bf16
+What it reports (the table of docs/performance.md): grid, probes, prompt tokens, FLOPs without reuse, the bf16
 matmul rate measured in the same run, T_peak = FLOPs / that rate, our wall time (model load excluded) and its
 ratio to T_peak, the naive loop's time on an evenly spread subset of probes and our time on the same subset
 (speed-up), peak GPU memory, the attention kernel, and how close our last-token logits are to transformers'.
@@ -149,13 +149,16 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     from kanana_longctx.hub import resolve_model
     from kanana_longctx.probes.build import ProbeRequest, build_probe_set
     from kanana_longctx.probes.grid import resolve_grid
-    from kanana_longctx.backends.local import finish_loaded, pick_attention, pick_device
+    from kanana_longctx.backends.gpu import measure_matmul_tflops
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.kernels.choice import pick_attention, pick_device
+    from kanana_longctx.options import RunOptions
     from kanana_longctx.plan.flops import ModelShape, prefill_flops
     from kanana_longctx.plan.memory import kv_rows_text
-    from kanana_longctx.options import RunOptions
-    from kanana_longctx.backends.gpu import measure_matmul_tflops
+    from kanana_longctx.run.check import default_max_new_tokens
     from kanana_longctx.run.runner import execute
     from kanana_longctx.tokenizer import load_tokenizer
+    from kanana_longctx.yarn.live import yarn_in_config
 
     say = progress or (lambda message: None)
     if request.shape not in SHAPES:
@@ -177,12 +180,9 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     model = random_model(request.shape, device=device, dtype=dtype, yarn=True)
     if model.config.vocab_size < len(tokenizer):
         raise BadInput(f"the tokenizer has {len(tokenizer)} tokens, more than the model's {model.config.vocab_size}")
-    yarn = {"factor": 4.4, "original_max_position_embeddings": model.config.rope_parameters["original_max_position_embeddings"]}
-    loaded = finish_loaded(model, device, dtype, attention, yarn)
+    loaded = finish_loaded(model, device, dtype, attention, yarn_in_config(model.config))
     shape = ModelShape.from_config(model.config)
     flops = sum(prefill_flops(shape, p.n_tokens) for p in probe_set.probes)
-    from kanana_longctx.run.runner import default_max_new_tokens
-
     max_new = request.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
     options = RunOptions(model=f"random:{request.shape}", max_new_tokens=max_new, max_memory_gib=request.max_memory_gib)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kanana_longctx.errors import BadInput
+from kanana_longctx.yarn.params import YarnParams
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,10 @@ def shape_config(name: str, *, yarn: bool):
         tie_word_embeddings=False,
     )
     rope = {"rope_type": "default", "rope_theta": s.rope_theta}
-    if yarn:
-        rope = {"rope_type": "yarn", "factor": 4.4, "original_max_position_embeddings": s.max_position_embeddings,
-                "beta_fast": 64.0, "beta_slow": 2.0, "rope_theta": s.rope_theta}
+    if yarn:  # Kanana's published YaRN over this shape's trained context
+        params = YarnParams(original_max_position_embeddings=s.max_position_embeddings)
+        rope = {"rope_type": "yarn", "factor": params.factor, "original_max_position_embeddings": s.max_position_embeddings,
+                "beta_fast": params.beta_fast, "beta_slow": params.beta_slow, "rope_theta": s.rope_theta}
     config.rope_parameters = rope
     return config
 

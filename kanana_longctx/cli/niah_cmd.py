@@ -4,7 +4,8 @@ Usage: kanana-longctx niah --model smollm2 --dry-run --out runs/demo [--preset r
 
 Thin shell: validate the cheap options first (grid, language, haystack) so that a typo costs no tokenizer load,
 then load only the tokenizer, call `kanana_longctx.probes.build_probe_set`, and either write prompts.jsonl with a
-rich summary or hand the probe set to the runner. Nothing is written before every probe has been built.
+rich summary or hand the probe set to the runner (kanana_longctx.run.runner; under torchrun where --gpus or --tp
+asks for it: kanana_longctx.run.distributed). Nothing is written before every probe has been built.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rich.table import Table
 from kanana_longctx.cli import app
 from kanana_longctx.cli.errors import friendly_errors, stderr
 from kanana_longctx.cli.options import RevisionOpt
+from kanana_longctx.yarn.params import DEFAULT_FACTOR, DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS
 
 stdout = Console(highlight=False, soft_wrap=True)
 
@@ -287,24 +289,6 @@ TpOpt = Annotated[
 ]
 
 
-def _relaunch_with_torchrun(gpus: int) -> int:
-    """Run this very command under torchrun with N processes (minus --gpus), the ecosystem's own launcher."""
-    import subprocess
-    import sys
-
-    args = list(sys.argv[1:])
-    for i, arg in enumerate(args):
-        if arg == "--gpus":
-            del args[i : i + 2]
-            break
-        if arg.startswith("--gpus="):
-            del args[i]
-            break
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
-               "-m", "kanana_longctx", *args]
-    return subprocess.call(command)
-
-
 @app.command("niah")
 @friendly_errors
 def niah(
@@ -333,8 +317,8 @@ def niah(
     dtype: DtypeOpt = "auto",
     attn: AttnOpt = "auto",
     yarn: YarnOpt = None,
-    yarn_factor: YarnFactorOpt = 4.4,
-    yarn_original: YarnOriginalOpt = 32768,
+    yarn_factor: YarnFactorOpt = DEFAULT_FACTOR,
+    yarn_original: YarnOriginalOpt = DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS,
     engine: EngineOpt = "auto",
     batch_size: BatchSizeOpt = 0,
     max_new_tokens: MaxNewTokensOpt = 0,
@@ -412,17 +396,13 @@ def niah(
         return
     if out is None:
         stderr.print(f"run directory: {escape(str(out_dir))}", highlight=False)
-    from kanana_longctx.run.distributed import rank_from_env
+    from kanana_longctx.run.distributed import rank_from_env, relaunch
 
-    if (gpus > 1 or tp > 1) and rank_from_env() is None:
-        if out is None:  # every rank must agree on the directory
-            raise BadInput("--gpus and --tp need an explicit --out")
-        if gpus > 1:
-            raise typer.Exit(_relaunch_with_torchrun(gpus))
-        from kanana_longctx.backends.local import has_tensor_parallel_plan, load_config
-
-        if has_tensor_parallel_plan(load_config(source, run_options)[0]):
-            raise typer.Exit(_relaunch_with_torchrun(tp))  # keeps --tp: each rank loads its shard
+    if (gpus > 1 or tp > 1) and rank_from_env() is None and out is None:
+        raise BadInput("--gpus and --tp need an explicit --out")  # every rank must agree on the directory
+    code = relaunch(gpus, tp, source, run_options)
+    if code is not None:
+        raise typer.Exit(code)
     from kanana_longctx.run.runner import run_niah
 
     run_niah(probe_set, run_options, out_dir, stdout, tokenizer=tokenizer)

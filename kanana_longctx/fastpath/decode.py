@@ -1,29 +1,25 @@
 """Greedy decoding replayed from CUDA graphs: one graph for every batch of a run, or one per KV-capacity bucket.
 
-Usage: tokens = GraphDecoder(fast).generate(first_token, position, max_new_tokens, stop)
-       outputs = GraphDecoder(fast).generate_rows([(row, first_token, position, stop), ...], max_new_tokens)
+Usage: decoder = GraphDecoder(parts, kv)  # fastpath.layers.ModelParts, fastpath.kv.KVBuffer
+       outputs = decoder.generate_rows([(row, first_token, position, stop), ...], max_new_tokens)
 
-Why: an eager decode step of an 8B model launches ~1,500 small kernels; on the H100 host that is ~35-50 ms of CPU
-time for ~6 ms of GPU work (measured, bench/kernels.py). A captured step needs no host work: the graph reads the
-current token and position from device tensors, writes K/V at that position, computes the next token with argmax
-and feeds it back, so each replay is one decode step. Grouped query heads are folded into the query rows so no K/V
-is ever expanded.
+Why: an eager decode step of an 8B model launches ~1,500 small kernels, and the host takes several times longer
+to launch them than the GPU takes to run them (docs/performance.md). A captured step needs no host work: the
+graph reads the current token and position from device tensors, writes K/V at that position, computes the next
+token with argmax and feeds it back, so each replay is one decode step. Grouped query heads are folded into the
+query rows so no K/V is ever expanded.
 
-Split-KV attention ("flash decoding"): one decode query per kv head is too little work to fill the GPU (one
-thread block per row and kv head streams the whole sequence: 8 of 132 SMs busy for one row at 128K), so each row's
-keys are cut into splits that run as separate sequences of one memory-efficient-attention call, each returning
-its log-sum-exp, and the partial results are merged exactly. The splits are views of the buffer (no copy). Each
-split is told how many of its keys are live (the kernel's variable-length mode), so a row reads only its own
-prompt. The kernel reads the splits' offsets and live counts from device memory, so the split length is cut to fit
-each batch (`SplitLayout.fit`) and a single graph serves every batch of a run: no capture per batch length.
+The step's attention is split-KV (kanana_longctx.kernels.split_kv): each row's keys are cut into splits that run
+in parallel and are merged by their log-sum-exp, each told how many of its keys are live, so a row reads only its
+own prompt; the splits are re-cut per batch (`SplitLayout.fit`) under a single graph. Where that variable-length
+mode is missing or fails its check here (`varlen_works`), shapes must be static: attention runs over a fixed
+capacity (a few buckets per doubling, >= MIN_BUCKET, at most the buffer, one graph each) and a -inf bias masks
+the dead keys, which the kernel still reads. On the CPU (tests) one masked SDPA call over the capacity replaces
+the splits.
 
-Where that mode is missing or fails a check (`varlen_works`), shapes must be static: attention runs over a fixed
-capacity (a few buckets per doubling, >= 4096, at most the buffer, one graph each) and a -inf bias masks the dead
-keys, which the kernel still reads. On the CPU (tests) one masked SDPA call over the capacity replaces the splits.
-
-Every row of the fast engine's KV buffers steps at once (one weight read per step for all of them: decoding is
-memory-bound, so a batch of probes costs little more than one). Rows without a probe are parked on a scratch
-position past every live one and do not advance.
+Every row of the KV buffer steps at once (one weight read per step for all of them: decoding is memory-bound, so
+a batch of probes costs little more than one). Rows without a probe are parked on a scratch position past every
+live one and do not advance.
 """
 
 from __future__ import annotations
@@ -31,142 +27,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kanana_longctx.fastpath.kv import KVBuffer
+from kanana_longctx.fastpath.layers import ModelParts, module_qkv
+from kanana_longctx.kernels import choice
 from kanana_longctx.kernels.attention import reference_attention_with_lse
-from kanana_longctx.fastpath.llama import module_qkv
+from kanana_longctx.kernels.split_kv import SplitLayout, mask_bias, split_kv_attention, split_kv_attention_varlen
 
 MIN_BUCKET = 4096
-SPLIT_MIN_KEYS = 1024  # keys per split at least: below this a split's fixed cost outweighs its share of the work
-
-
-def choose_splits(rows: int, kv_heads: int, capacity: int, sms: int) -> int:
-    """Splits of the capacity for split-KV decoding: a power of two dividing the capacity into splits of
-    >= SPLIT_MIN_KEYS keys (a multiple of 16: the kernel's bias alignment), enough for ~2 thread blocks per SM
-    (rows x kv heads x splits of them)."""
-    splits = 1
-    while (
-        rows * kv_heads * splits < 2 * sms
-        and capacity % (splits * 2) == 0
-        and capacity // (splits * 2) >= SPLIT_MIN_KEYS
-        and capacity // (splits * 2) % 16 == 0
-    ):
-        splits *= 2
-    return splits
-
-
-def live_split_count(rows: int, kv_heads: int, buffer_tokens: int, sms: int) -> int:
-    """Splits per row for the variable-length layout: a power of two giving ~2 thread blocks per SM (rows x kv
-    heads x splits of them) while a split of the whole buffer keeps >= SPLIT_MIN_KEYS keys. No divisibility is
-    needed: split lengths are cut per batch (`SplitLayout.fit`)."""
-    splits = 1
-    while rows * kv_heads * splits < 2 * sms and buffer_tokens // (splits * 2) >= SPLIT_MIN_KEYS:
-        splits *= 2
-    return splits
-
-
-def _partial_attention(q, k, v, bias, scale: float):
-    """(out, lse) of attention with an additive bias. For a row whose keys are all masked, the GPU kernel's lse is
-    not -inf (measured: merged as it came, such splits made the result 90% wrong), so callers must mask it; off
-    CUDA such a row gets a huge lse, so that a caller which forgets fails in the CPU tests too."""
-    op = getattr(torch.ops.aten, "_scaled_dot_product_efficient_attention", None)
-    if q.is_cuda and op is not None:
-        res = op(q, k, v, bias, True, 0.0, False, scale=scale)
-        return res[0], res[1][..., : q.shape[2]]
-    out, lse = reference_attention_with_lse(q, k, v, causal=False, scale=scale, bias=bias)
-    return out, lse.masked_fill(torch.isneginf(lse), 1e4)
-
-
-def split_lengths(live: torch.Tensor, *, splits: int, span) -> torch.Tensor:
-    """Live keys in each split of each row, (rows, splits) int32: a row's live keys are positions [0, live).
-    `span` (keys per split): an int, or a device scalar (inside a CUDA graph, where it changes between replays)."""
-    starts = torch.arange(splits, device=live.device) * span
-    lengths = (live[:, None] - starts).clamp(min=0)
-    return torch.minimum(lengths, span if torch.is_tensor(span) else torch.full_like(lengths, span)).to(torch.int32)
-
-
-def _varlen_attention(q, k, v, seqstart_q, seqstart_k, seqlen_k, max_q: int, max_k: int, scale: float):
-    """The memory-efficient kernel's variable-length mode: sequence b has queries q[0, seqstart_q[b]:
-    seqstart_q[b + 1]] and keys k[0, seqstart_k[b] : seqstart_k[b] + seqlen_k[b]] (one head; layout (1, M, 1, D)).
-    Returns (out like q, lse (sequences, max_q)).
-
-    A sequence without keys gets no output at all: the CUDA kernel leaves its out and lse as the fresh memory
-    held (on the H100 that was zeros in one call and stale values in the next), so callers must mask them by
-    `seqlen_k`. Off CUDA the same runs in float32, one sequence at a time (tests), and such a sequence gets
-    NaN out and a huge lse, so that a caller which forgets the mask fails there too."""
-    if q.is_cuda:
-        res = torch.ops.aten._efficient_attention_forward(
-            q, k, v, None, seqstart_q, seqstart_k, max_q, max_k, 0.0, 0, True, scale=scale, seqlen_k=seqlen_k
-        )
-        return res[0], res[1][:, 0, :max_q]
-    n = seqlen_k.numel()
-    out = torch.full_like(q, float("nan"))
-    lse = torch.full((n, max_q), 1e4, device=q.device)
-    for b in range(n):
-        q0, q1, k0 = int(seqstart_q[b]), int(seqstart_q[b + 1]), int(seqstart_k[b])
-        k1 = k0 + int(seqlen_k[b])
-        if k1 > k0:
-            o, l = reference_attention_with_lse(
-                q[:, q0:q1].transpose(1, 2), k[:, k0:k1].transpose(1, 2), v[:, k0:k1].transpose(1, 2),
-                causal=False, scale=scale,
-            )
-            out[:, q0:q1] = o.transpose(1, 2)
-            lse[b, : q1 - q0] = l[0, 0]
-    return out, lse
-
-
-class SplitLayout:
-    """The index tensors of variable-length split-KV decoding: every (row, kv head, split) is one sequence of
-    `groups` queries whose keys start at its split of the row's buffer. The split length lives on the device, so
-    `fit` re-cuts the splits for a new batch in place and a graph captured once reads the new cut."""
-
-    def __init__(self, rows: int, kv_heads: int, groups: int, buffer_tokens: int, splits: int, device):
-        self.rows, self.kv_heads, self.groups, self.splits = rows, kv_heads, groups, splits
-        self.buffer_tokens = buffer_tokens
-        n = rows * kv_heads * splits
-        self.seqstart_q = (torch.arange(n + 1, device=device) * groups).to(torch.int32)
-        self.seqstart_k = torch.zeros(n + 1, dtype=torch.int32, device=device)
-        self.span = torch.zeros((), dtype=torch.long, device=device)  # keys per split, read by the graph
-        self.max_span = 0
-        self.fit(buffer_tokens)
-
-    def fit(self, end: int) -> int:
-        """Cut the splits so that they cover positions [0, end) of every row, each >= SPLIT_MIN_KEYS keys long
-        (or an equal share of the buffer, when that is shorter); returns the split length. Runs outside graphs."""
-        floor = min(SPLIT_MIN_KEYS, -(-self.buffer_tokens // self.splits))
-        span = max(-(-end // self.splits), floor)
-        self.span.fill_(span)
-        first = torch.arange(self.rows * self.kv_heads, device=self.span.device)[:, None] * self.buffer_tokens
-        starts = (first + torch.arange(self.splits, device=self.span.device) * span).reshape(-1)
-        self.seqstart_k[:-1].copy_(starts)
-        self.seqstart_k[-1:].copy_(starts[-1:] + span)
-        self.max_span = span
-        return span
-
-    def seqlen_k(self, live: torch.Tensor) -> torch.Tensor:
-        lengths = split_lengths(live, splits=self.splits, span=self.span)  # (rows, splits)
-        return lengths[:, None, :].expand(self.rows, self.kv_heads, self.splits).reshape(-1).contiguous()
-
-
-def split_kv_attention_varlen(q, k_cache, v_cache, seqlen_k, layout: SplitLayout, *, scale: float):
-    """`split_kv_attention` reading only live keys: `seqlen_k` from `layout.seqlen_k(live)`. k/v_cache: the whole
-    (rows, kv_heads, N, D) buffers of one layer (contiguous)."""
-    rows, hkv, g, d = q.shape
-    splits = layout.splits
-    qs = q[:, :, None].expand(rows, hkv, splits, g, d).reshape(1, rows * hkv * splits * g, 1, d)
-    k = k_cache.view(1, -1, 1, d)
-    v = v_cache.view(1, -1, 1, d)
-    # max_k: an upper bound of any split (the buffer); each sequence's key count comes from seqlen_k.
-    out, lse = _varlen_attention(qs, k, v, layout.seqstart_q, layout.seqstart_k, seqlen_k, g, layout.buffer_tokens, scale)
-    lse = lse.masked_fill(seqlen_k[:, None] == 0, float("-inf"))  # splits without live keys: nothing was written
-    return _merge_splits(out.view(rows * hkv, splits, g, d), lse.view(rows * hkv, splits, g), q)
-
-
-def _merge_splits(out, lse, q):
-    """Exact merge of per-split results (rows * kv_heads, splits, groups, D) by their log-sum-exp."""
-    rows, hkv, g, d = q.shape
-    top = lse.amax(dim=1, keepdim=True)
-    weight = torch.exp(lse - top).nan_to_num(0.0)  # a split with no live key weighs 0
-    merged = (out.float().nan_to_num(0.0) * weight.unsqueeze(-1)).sum(1) / weight.sum(1).unsqueeze(-1)
-    return merged.to(q.dtype).reshape(rows, hkv, g, d)
 
 
 def capture_graph(fn, *, prepare=lambda: None, warmups: int = 2):
@@ -224,48 +91,32 @@ def varlen_works(device) -> tuple[bool, str]:
         return False, f"variable-length split-KV unavailable ({type(exc).__name__})"
 
 
-def _bias(mask: torch.Tensor, rows: int, kv_heads: int, splits: int, groups: int, dtype) -> torch.Tensor:
-    """The (rows, capacity) live-key mask as the additive bias of `split_kv_attention`."""
-    span = mask.shape[-1] // splits
-    live = mask.reshape(rows, 1, splits, 1, span).expand(rows, kv_heads, splits, groups, span)
-    bias = torch.zeros(live.shape, dtype=dtype, device=mask.device).masked_fill_(~live, float("-inf"))
-    return bias.reshape(rows * kv_heads, splits, groups, span)
-
-
-def split_kv_attention(q, k_cache, v_cache, bias, *, capacity: int, splits: int, scale: float):
-    """Decode attention over the first `capacity` positions of the KV buffers, in `splits` parts merged by their
-    log-sum-exp. q: (rows, kv_heads, groups, D), grouped query heads folded into rows; k/v_cache: (rows, kv_heads,
-    N, D); bias: (rows * kv_heads, splits, groups, capacity / splits), 0 for live keys and -inf elsewhere.
-    Returns (rows, kv_heads, groups, D)."""
-    rows, hkv, g, d = q.shape
-    span = capacity // splits
-    k = k_cache[:, :, :capacity].reshape(rows * hkv, splits, span, d)  # views: no copy of the cache
-    v = v_cache[:, :, :capacity].reshape(rows * hkv, splits, span, d)
-    qs = q.reshape(rows * hkv, 1, g, d).expand(rows * hkv, splits, g, d).contiguous()
-    out, lse = _partial_attention(qs, k, v, bias, scale)  # (rows*hkv, splits, g, d), (rows*hkv, splits, g)
-    has_keys = torch.isfinite(bias).any(-1)  # a split whose keys are all masked weighs nothing (its lse is junk)
-    return _merge_splits(out, lse.masked_fill(~has_keys, float("-inf")), q)
-
-
 class GraphDecoder:
-    def __init__(self, fast, splits: int | None = None, varlen: bool | None = None):
-        """`splits`: split-KV parts per step (None: chosen from the GPU's SM count; 1 on CPU, where one fused
-        SDPA call over the masked capacity runs instead). `varlen`: splits read only their live keys, cut per
-        batch under one graph (None: where `varlen_works`); else per-capacity graphs with masked splits."""
-        self.fast = fast
+    """Greedy decoding of every row of a KV buffer at once, from CUDA graphs on CUDA (eagerly elsewhere)."""
+
+    def __init__(self, parts: ModelParts, kv: KVBuffer, splits: int | None = None, varlen: bool | None = None):
+        """`parts`: the model's modules; `kv`: the buffer it prefilled. `splits`: split-KV parts per step (None:
+        chosen from the GPU's SM count; 1 on CPU, where one fused SDPA call over the masked capacity runs
+        instead). `varlen`: splits read only their live keys, cut per batch under one graph (None: where
+        `varlen_works`); else per-capacity graphs with masked splits."""
+        self.parts = parts
+        self.kv = kv
         self._splits = splits
         self.varlen_note = ""
+        dev = kv.device
         if varlen is None:
-            varlen, self.varlen_note = varlen_works(fast.device)
+            varlen, self.varlen_note = varlen_works(dev)
         self.varlen = varlen
-        self._sms = torch.cuda.get_device_properties(fast.device).multi_processor_count if fast.device.type == "cuda" else 0
-        dev = fast.device
-        rows = fast.rows
+        self._sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 0
+        rows, dims = kv.rows, parts.dims
         self.layout = None  # the variable-length split layout, when decoding uses it
         if varlen:
-            count = splits if splits is not None else live_split_count(rows, fast.n_kv, fast.max_tokens, self._sms) if self._sms else 1
+            if splits is not None:
+                count = splits
+            else:
+                count = choice.live_split_count(rows, dims.kv_heads, kv.capacity, self._sms) if self._sms else 1
             if count > 1:
-                self.layout = SplitLayout(rows, fast.n_kv, fast.n_heads // fast.n_kv, fast.max_tokens, count, dev)
+                self.layout = SplitLayout(rows, dims.kv_heads, dims.groups, kv.capacity, count, dev)
         self.token = torch.zeros(rows, dtype=torch.long, device=dev)
         self.position = torch.zeros(rows, dtype=torch.long, device=dev)
         self.advance = torch.ones(rows, dtype=torch.long, device=dev)  # 0 parks a row without a probe
@@ -280,11 +131,11 @@ class GraphDecoder:
         graph); otherwise a multiple of a quarter of the power of two below it (>= MIN_BUCKET), so a masked step
         reads at most ~25% more KV than it needs, with ~4 graphs per doubling."""
         if self.layout is not None:
-            return self.fast.max_tokens
+            return self.kv.capacity
         step = MIN_BUCKET
         while step * 8 <= end:
             step *= 2
-        return min(-(-end // step) * step, self.fast.max_tokens)
+        return min(-(-end // step) * step, self.kv.capacity)
 
     def splits(self, capacity: int) -> int:
         """Splits of a step over `capacity` keys."""
@@ -297,26 +148,23 @@ class GraphDecoder:
             return splits
         if not self._sms:
             return 1
-        return choose_splits(self.fast.rows, self.fast.n_kv, capacity, self._sms)
+        return choice.choose_splits(self.kv.rows, self.parts.dims.kv_heads, capacity, self._sms)
 
     @property
     def scratch(self) -> int:
         """A position no probe uses (the buffer holds the longest probe plus its new tokens plus one)."""
-        return self.fast.max_tokens - 1
+        return self.kv.capacity - 1
 
     def _step(self, mask: torch.Tensor | None, capacity: int) -> None:
         """One decode step of every row on device tensors only (what the graph records). `mask`: the live keys of
         the masked attention (None with the variable-length layout, which counts them instead)."""
-        fast = self.fast
-        inner = fast.inner
-        rows = fast.rows
-        x = inner.embed_tokens(self.token[:, None])  # (rows, 1, hidden)
-        cos, sin = inner.rotary_emb(x, self.position[:, None])
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        parts, kv, dims = self.parts, self.kv, self.parts.dims
+        rows = kv.rows
+        x, cos, sin = parts.embed(self.token[:, None], self.position[:, None])  # x: (rows, 1, hidden)
         # Clamped: parked rows and the warm-up sit at the scratch position, which may lie beyond a small bucket
         # (their mask is never used for real output, and real positions are always inside the capacity).
         seen = torch.clamp(self.position, max=capacity - 1)
-        groups = fast.n_heads // fast.n_kv
+        groups = dims.groups
         splits = self.splits(capacity)
         layout = self.layout
         if layout is not None:  # live keys per split: [0, position] of live rows, one key of parked ones
@@ -324,27 +172,25 @@ class GraphDecoder:
         else:
             mask[self._row_index, 0, 0, seen] = self._true  # a device tensor: a Python True would be a host copy
             if splits > 1:  # the mask as an additive bias in the split layout, built once for all layers
-                bias = _bias(mask[:, 0, 0], rows, fast.n_kv, splits, groups, x.dtype)
-        for i, layer in enumerate(fast.layers):
+                bias = mask_bias(mask[:, 0, 0], rows, dims.kv_heads, splits, groups, x.dtype)
+        for i, layer in enumerate(parts.layers):
             attn = layer.self_attn
-            q, k, v = module_qkv(layer, x, cos, sin, fast.n_heads, fast.n_kv, fast.head_dim)  # (rows, heads, 1, d)
-            fast.k_cache[i][self._row_index, :, self.position] = k[:, :, 0]
-            fast.v_cache[i][self._row_index, :, self.position] = v[:, :, 0]
-            qf = q.reshape(rows, fast.n_kv, groups, fast.head_dim)
+            q, k, v = module_qkv(layer, x, cos, sin, dims.heads, dims.kv_heads, dims.head_dim)  # (rows, heads, 1, d)
+            k_cache, v_cache = kv.k[i], kv.v[i]
+            k_cache[self._row_index, :, self.position] = k[:, :, 0]
+            v_cache[self._row_index, :, self.position] = v[:, :, 0]
+            qf = q.reshape(rows, dims.kv_heads, groups, dims.head_dim)
             if layout is not None:
-                o = split_kv_attention_varlen(qf, fast.k_cache[i], fast.v_cache[i], seqlen_k, layout, scale=attn.scaling)
+                o = split_kv_attention_varlen(qf, k_cache, v_cache, seqlen_k, layout, scale=attn.scaling)
             elif splits > 1:
-                o = split_kv_attention(
-                    qf, fast.k_cache[i], fast.v_cache[i], bias, capacity=capacity, splits=splits, scale=attn.scaling
-                )
+                o = split_kv_attention(qf, k_cache, v_cache, bias, capacity=capacity, splits=splits, scale=attn.scaling)
             else:
                 o = F.scaled_dot_product_attention(
-                    qf, fast.k_cache[i][:, :, :capacity], fast.v_cache[i][:, :, :capacity], attn_mask=mask,
-                    scale=attn.scaling,
+                    qf, k_cache[:, :, :capacity], v_cache[:, :, :capacity], attn_mask=mask, scale=attn.scaling,
                 )
-            x = x + attn.o_proj(o.reshape(rows, 1, fast.n_heads * fast.head_dim))
+            x = x + attn.o_proj(o.reshape(rows, 1, dims.attention_width))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        logits = fast.lm_head(inner.norm(x))[:, -1]
+        logits = parts.logits(x)[:, -1]
         self.next_token.copy_(torch.argmax(logits, dim=-1))
         self.token.copy_(self.next_token)
         self.position.add_(self.advance)
@@ -354,10 +200,10 @@ class GraphDecoder:
             return self._graphs[capacity]
         mask = None
         if self.layout is None:
-            mask = torch.zeros(self.fast.rows, 1, 1, capacity, dtype=torch.bool, device=self.fast.device)
+            mask = torch.zeros(self.kv.rows, 1, 1, capacity, dtype=torch.bool, device=self.kv.device)
         self.captures += 1
         # Warm-up and capture write K/V at the scratch position, never over a live prefix.
-        if self.fast.device.type != "cuda":  # no graphs off CUDA: the static step runs eagerly (tests)
+        if self.kv.device.type != "cuda":  # no graphs off CUDA: the static step runs eagerly (tests)
             with torch.inference_mode():
                 self.position.fill_(self.scratch)
                 self._step(mask, capacity)
@@ -369,10 +215,6 @@ class GraphDecoder:
             )
         self._graphs[capacity] = (graph, mask)
         return graph, mask
-
-    def generate(self, first_token: int, position: int, max_new_tokens: int, stop, row: int = 0) -> list[int]:
-        """Tokens after `first_token` (already chosen from the prefill logits) until stop or max_new_tokens."""
-        return self.generate_rows([(row, first_token, position, stop)], max_new_tokens)[0]
 
     def generate_rows(self, requests, max_new_tokens: int) -> list[list[int]]:
         """`requests`: (row, first_token, position, stop) for distinct rows. Every output starts with its first
@@ -386,9 +228,9 @@ class GraphDecoder:
         graph, mask = self._graph(capacity)
         if self.layout is not None:
             self.layout.fit(end)
-        tokens = [0] * self.fast.rows
-        positions = [self.scratch] * self.fast.rows
-        advance = [0] * self.fast.rows
+        tokens = [0] * self.kv.rows
+        positions = [self.scratch] * self.kv.rows
+        advance = [0] * self.kv.rows
         if mask is not None:
             mask.zero_()
         for row, first, position, _ in requests:

@@ -1,6 +1,8 @@
-"""The two halves of a prefill layer as plain functions over fused weights, compiled once for every layer.
+"""The layer math of the fast engine: the model parts a forward calls, the module-path QKV + RoPE, and the two
+halves of a prefill layer as plain functions over fused weights, compiled once for every layer.
 
-Usage: layers = FusedLayers.for_model(model, compile=True)  # None when the layout does not fit
+Usage: parts = ModelParts.of(model); x, cos, sin = parts.embed(ids[None], positions[None])
+       layers = FusedLayers.for_model(model, compile=True)  # None when the layout does not fit
        q, k, v = layers.pre(i, x, cos, sin); ...attention...; x = layers.post(i, x, o)
 
 Why: in a long prefill the matmuls and the attention kernel run near the GPU's peak, and the rest of a layer is a
@@ -10,8 +12,8 @@ QKV and one gate-up matmul replace five narrower ones (the k and v projections a
 the weights as arguments, so a single compiled graph (dynamic in the token count) serves all layers; the attention
 call stays outside, in kanana_longctx.kernels.attention.
 
-Compiling takes ~11 s on the H100 (8.9 + 2.5 s for the two halves at 128K), time in which the GPU would sit idle
-before the first chunk. `compile_in_background` builds both halves on a worker thread from example inputs while
+Compiling takes seconds (docs/performance.md), time in which the GPU would sit idle before the first chunk.
+`compile_in_background` builds both halves on a worker thread from example inputs while
 the caller keeps the GPU busy with the eager halves inside `eager()`: the engine runs the haystack stream that way,
 once per run before any probe. Everything else waits for the compiled halves. The split is fixed, not "eager until
 ready", so a run's numbers never depend on how fast the compiler was.
@@ -33,6 +35,40 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from kanana_longctx.plan.dims import ModelDims
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """The modules of a Llama-family transformers model that a forward of our own calls, and its dimensions:
+    the model's own weights, norms, MLP and rotary embedding, so numerics match transformers."""
+
+    embed_tokens: torch.nn.Module
+    rotary_emb: torch.nn.Module
+    layers: tuple
+    norm: torch.nn.Module
+    lm_head: torch.nn.Module
+    dims: ModelDims
+
+    @classmethod
+    def of(cls, model) -> "ModelParts":
+        inner = model.model
+        return cls(
+            inner.embed_tokens, inner.rotary_emb, tuple(inner.layers), inner.norm, model.lm_head,
+            ModelDims.from_config(model.config),
+        )
+
+    def embed(self, ids: torch.Tensor, positions: torch.Tensor):
+        """Token embeddings (B, T, hidden) of `ids` (B, T) and the rotary cos, sin (B, 1, T, head_dim) of
+        `positions` (B, T)."""
+        x = self.embed_tokens(ids)
+        cos, sin = self.rotary_emb(x, positions)
+        return x, cos.unsqueeze(1), sin.unsqueeze(1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The final norm and the LM head over hidden states (B, T, hidden)."""
+        return self.lm_head(self.norm(x))
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """transformers' LlamaRMSNorm / Qwen3RMSNorm: normalise in float32, scale in the input dtype."""
@@ -46,6 +82,23 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """transformers' RoPE helper: (x1, x2) -> (-x2, x1) over the two halves of the last dimension."""
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def module_qkv(layer, x, cos, sin, n_heads: int, n_kv: int, head_dim: int):
+    """Layer input norm, q/k/v projections, Qwen3-style per-head norms (before RoPE) and RoPE, through
+    transformers' own modules. x: (B, T, hidden); returns q, k, v as (B, heads, T, head_dim)."""
+    attn = layer.self_attn
+    B, T = x.shape[:2]
+    h = layer.input_layernorm(x)
+    q = attn.q_proj(h).view(B, T, n_heads, head_dim)
+    k = attn.k_proj(h).view(B, T, n_kv, head_dim)
+    v = attn.v_proj(h).view(B, T, n_kv, head_dim).transpose(1, 2)
+    if hasattr(attn, "q_norm"):
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    return q, k, v
 
 
 def pre_attention(x, norm_w, eps: float, w_qkv, b_qkv, q_norm_w, k_norm_w, cos, sin, n_heads: int, n_kv: int, head_dim: int):
@@ -160,13 +213,13 @@ class FusedLayers:
     the first call (no Triton, an unsupported compiler), the eager halves take over and `compile_error` says why."""
 
     def __init__(self, model, compile: bool):
-        cfg = model.config
+        dims = ModelDims.from_config(model.config)
         self.compile_error = ""
         self._proven = False  # a compiled call has succeeded: later errors are real errors
-        self.n_heads = cfg.num_attention_heads
-        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
-        self.ffn = cfg.intermediate_size
+        self.n_heads = dims.heads
+        self.n_kv = dims.kv_heads
+        self.head_dim = dims.head_dim
+        self.ffn = dims.ffn
         self.compiled = compile
         self.background_note = ""  # why the background compilation failed, if it did (compiled on first use then)
         self._background: threading.Thread | None = None

@@ -1,16 +1,19 @@
 """Attention for a suffix whose keys start with a cached prefix (bottom-right causal), on the fastest kernel.
 
-Usage: out = attend(q, k, v, q_start=prefix_len, kernel="cudnn", scale=module.scaling)
+Usage: out = attend(q, k, v, q_start=prefix_len, kernel="cudnn", scale=module.scaling, plans=run_plans)
        out = attend_tiles(q, k_buffer, v_buffer, q_start=prefix_len, tile=1024, kernel="cudnn", scale=...)
 
 Shapes: q (B, Hq, T, D) for positions [q_start, q_start + T); k, v (B, Hkv, q_start + T, D); out like q.
 
-Why not one masked call: on Hopper the cuDNN kernel runs plain causal attention at ~650 TFLOP/s but drops below
-FA2 once a lower-right causal mask is passed (../shared/GPU.md). So a suffix's attention is split into the
-rectangle over the cached prefix (no mask) and the causal square over itself, each run on the fused kernel that
-also returns its log-sum-exp, and the two partial results are merged exactly ("merge attention states", as in
-cascade attention). Grouped-query heads are folded into the query length for the rectangle, so the cached prefix's
-K/V are never expanded; only the suffix's own K/V are, for the square.
+Why not one masked call: on Hopper the cuDNN kernel runs plain causal attention at about twice FA2's rate but
+drops below FA2 once a lower-right causal mask is passed (docs/performance.md). So a suffix's attention is split
+into the rectangle over the cached prefix (no mask) and the causal square over itself, each run on the fused
+kernel that also returns its log-sum-exp, and the two partial results are merged exactly ("merge attention
+states", as in cascade attention). Grouped-query heads are folded into the query length for the rectangle, so the
+cached prefix's K/V are never expanded; only the suffix's own K/V are, for the square.
+
+Which kernel each call runs is kanana_longctx.kernels.choice's decision; `plans` is the run's record of the
+shapes cuDNN has planned (a fresh one per top-level call where none is given).
 """
 
 from __future__ import annotations
@@ -18,60 +21,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-# cuDNN builds an execution plan for every new (shape, causal) it sees: ~130 ms on the H100 here, measured with
-# bench/shape_cost.py, while FA2's kernels take any shape for free. NIAH probes bring new shapes all the time, so a
-# call goes to cuDNN only when its shape was planned before or its work is large enough to repay the plan
-# (cuDNN ~600 vs FA2 ~340 TFLOP/s: 2e12 FLOPs per call x 32 layers saves about 0.1 s).
-CUDNN_MIN_CALL_FLOPS = 2e12
-_planned_shapes: set[tuple] = set()
+from kanana_longctx.kernels.choice import (
+    CudnnPlans, edge_kernel, lse_kernel_available, lse_op, plain_call_kernel, sdpa_context,
+)
 
 
-def use_cudnn_for(q_shape, kv_len: int, causal: bool, *, recurring: bool = False) -> bool:
-    """Whether a cuDNN call of this shape is worth it (see CUDNN_MIN_CALL_FLOPS); remembers planned shapes.
-    `recurring` shapes (the fixed tiles of `attend_tiles`) are always worth it: their plan is built once per run."""
-    key = (tuple(q_shape), kv_len, causal)
-    if key in _planned_shapes:
-        return True
-    if recurring:
-        _planned_shapes.add(key)
-        return True
-    b, h, t, d = q_shape
-    flops = 4.0 * b * h * t * kv_len * d * (0.5 if causal else 1.0)
-    if flops >= CUDNN_MIN_CALL_FLOPS:
-        _planned_shapes.add(key)
-        return True
-    return False
-
-
-def _private_op(name: str):
-    return getattr(torch.ops.aten, name, None)
-
-
-def lse_kernel_available(kernel: str, device: torch.device) -> bool:
-    """Whether the log-sum-exp returning op for `kernel` exists in this torch (private ops move between versions)."""
-    if device.type == "cuda":
-        name = "_scaled_dot_product_cudnn_attention" if kernel == "cudnn" else "_scaled_dot_product_flash_attention"
-        return _private_op(name) is not None
-    return _private_op("_scaled_dot_product_flash_attention_for_cpu") is not None
-
-
-def attention_with_lse(q, k, v, *, causal: bool, scale: float, kernel: str, recurring: bool = False):
+def attention_with_lse(q, k, v, *, causal: bool, scale: float, kernel: str, recurring: bool = False, plans=None):
     """(out, lse) for equal head counts. lse is float32 (B, H, T). Falls back to a float32 reference."""
     B, H, T, _ = q.shape
-    if kernel == "cudnn" and q.device.type == "cuda" and not use_cudnn_for(q.shape, k.shape[2], causal, recurring=recurring):
-        kernel = "fa2"
-    if q.device.type == "cuda" and kernel == "cudnn" and _private_op("_scaled_dot_product_cudnn_attention"):
+    plans = plans if plans is not None else CudnnPlans()
+    op = lse_op(q, k.shape[2], causal=causal, kernel=kernel, plans=plans, recurring=recurring)
+    if op == "cudnn":
         res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False, scale=scale)
         return res[0], res[1].reshape(B, H, T).float()
-    if q.device.type == "cuda" and q.dtype == torch.float32 and _private_op("_scaled_dot_product_efficient_attention"):
-        # The flash and cuDNN kernels are half-precision only; the memory-efficient one also takes float32.
+    if op == "efficient":
         res = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, causal, scale=scale)
         return res[0], res[1][..., :T].reshape(B, H, T).float()
-    if q.device.type == "cuda" and kernel in ("cudnn", "fa2", "sdpa") and _private_op("_scaled_dot_product_flash_attention"):
+    if op == "flash":
         res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
         return res[0], res[1].reshape(B, H, T).float()
-    if q.device.type == "cpu" and kernel != "eager" and _private_op("_scaled_dot_product_flash_attention_for_cpu"):
+    if op == "flash_cpu":
         res = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
         return res[0], res[1].reshape(B, H, T).float()
     return reference_attention_with_lse(q, k, v, causal=causal, scale=scale)
@@ -94,7 +63,7 @@ def reference_attention_with_lse(q, k, v, *, causal: bool, scale: float, bias=No
 
 def merge_states(o1, lse1, o2, lse2):
     """Combine two partial softmax-attention results over disjoint key sets, exactly, in float32 (one fused kernel
-    on CUDA, kanana_longctx.kernels.merge)."""
+    on CUDA where it applies, kanana_longctx.kernels.merge)."""
     from kanana_longctx.kernels.merge import fused_merge, fused_merge_available
 
     if fused_merge_available(o1, o2):
@@ -121,21 +90,9 @@ def _expand_kv(x, groups: int):
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
-def sdpa_context(kernel: str, device: torch.device):
-    """A context manager restricting SDPA to the backends of `kernel` (no-op on CPU)."""
-    import contextlib
-
-    if device.type != "cuda" or kernel in ("sdpa", "eager"):
-        return contextlib.nullcontext()
-    from torch.nn.attention import sdpa_kernel
-
-    from kanana_longctx.backends.local import sdpa_backends
-
-    return sdpa_kernel(sdpa_backends(kernel), set_priority=True)
-
-
-def attend(q, k, v, *, q_start: int, kernel: str, scale: float):
+def attend(q, k, v, *, q_start: int, kernel: str, scale: float, plans=None):
     """Causal attention of queries at [q_start, q_start+T) over keys [0, q_start+T)."""
+    plans = plans if plans is not None else CudnnPlans()
     B, Hq, T, D = q.shape
     Hkv = k.shape[1]
     groups = Hq // Hkv
@@ -144,10 +101,7 @@ def attend(q, k, v, *, q_start: int, kernel: str, scale: float):
         return out
     if q_start == 0 or T == 1:
         # Plain causal prefill (square) or one decode query (sees every key): one fused call, no mask needed.
-        if kernel == "cudnn" and (T == 1 or not use_cudnn_for(q.shape, k.shape[2], True)):
-            kernel = "fa2"
-        if q.dtype == torch.float32:
-            kernel = "sdpa"  # let SDPA pick a float32-capable backend
+        kernel = plain_call_kernel(q, k.shape[2], kernel=kernel, plans=plans)
         with sdpa_context(kernel, q.device):
             return F.scaled_dot_product_attention(
                 q, k, v, is_causal=(q_start == 0 and T > 1), scale=scale, enable_gqa=groups > 1
@@ -161,31 +115,34 @@ def attend(q, k, v, *, q_start: int, kernel: str, scale: float):
             )
     # Rectangle: every suffix query sees every cached prefix key.
     o_rect, lse_rect = attention_with_lse(
-        _fold_groups(q, Hkv), k[:, :, :q_start], v[:, :, :q_start], causal=False, scale=scale, kernel=kernel
+        _fold_groups(q, Hkv), k[:, :, :q_start], v[:, :, :q_start], causal=False, scale=scale, kernel=kernel,
+        plans=plans,
     )
     o_rect = _unfold_groups(o_rect, Hq, T)
     lse_rect = _unfold_groups(lse_rect, Hq, T)
     # Square: causal attention of the suffix over itself.
     o_sq, lse_sq = attention_with_lse(
-        q, _expand_kv(k[:, :, q_start:], groups), _expand_kv(v[:, :, q_start:], groups), causal=True, scale=scale, kernel=kernel
+        q, _expand_kv(k[:, :, q_start:], groups), _expand_kv(v[:, :, q_start:], groups), causal=True, scale=scale,
+        kernel=kernel, plans=plans,
     )
     return merge_states(o_rect, lse_rect, o_sq, lse_sq)
 
 
-def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale: float):
+def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale: float, plans=None):
     """Like `attend`, with keys read from whole KV buffers, computed on a fixed grid of `tile` positions.
 
-    Why: cuDNN builds a plan for every new (q_len, kv_len), ~130 ms each, and NIAH probes start and end anywhere,
+    Why: cuDNN builds a plan for every new (q_len, kv_len), and NIAH probes start and end anywhere,
     so `attend` meets new shapes all the time. Here the queries are placed in zero-padded tiles [j*tile,
     (j+1)*tile) of fixed size: the causal squares of all n tiles of a call run as one (n x tile x tile) batch, and
     each tile's rectangle over the keys before it is (tile x j*tile). A whole 128K grid then needs about 128K / tile
     rectangle plans and one square plan per tile count. Padded rows cost attention work only (no projections or
     MLP) and are dropped. Keys after the last query in its tile are stale buffer contents that the causal mask
-    hides from every real query. One batched square instead of a call per tile: a lone 1024-token causal square
-    runs at ~110 TFLOP/s on the H100 (too little work to fill it), a batch of them near the kernel's full rate.
+    hides from every real query. One batched square instead of a call per tile: a lone 1024-token causal square is
+    too little work to fill a large GPU, a batch of them runs near the kernel's full rate.
 
-    A first or last tile with fewer than half its rows real runs at its exact shape instead (`attend`, on FA2 when
-    the tiles run on cuDNN: no plan to build, about half cuDNN's rate, so cheaper than a padded tile below half):
+    A first or last tile with fewer than half its rows real runs at its exact shape instead (`attend`, on
+    `choice.edge_kernel`: FA2 when the tiles run on cuDNN: no plan to build, about half cuDNN's rate, so cheaper
+    than a padded tile below half):
     the question of a probe whose haystack is shared, a needle at the very end, and the ragged ends of every suffix.
 
     Shapes: q (B, Hq, T, D) for positions [q_start, q_start + T), already written into k_buf/v_buf (B, Hkv, N, D)
@@ -197,7 +154,8 @@ def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale
         raise ValueError(f"the KV buffer ({k_buf.shape[2]}) must reach the end of the last tile")
     first = q_start - q_start % tile
     n = -(-(end - first) // tile)
-    exact_kernel = "fa2" if kernel == "cudnn" else kernel
+    plans = plans if plans is not None else CudnnPlans()
+    exact_kernel = edge_kernel(kernel)
     lo, hi = 0, n  # tiles [lo, hi) run padded; the ragged ends below half a tile run exactly
     if min(end, first + tile) - q_start < tile // 2:
         lo = 1
@@ -208,14 +166,17 @@ def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale
         if lo <= j < hi:
             continue
         a, b = max(q_start, first + j * tile), min(end, first + (j + 1) * tile)
-        o = attend(q[:, :, a - q_start : b - q_start], k_buf[:, :, :b], v_buf[:, :, :b], q_start=a, kernel=exact_kernel, scale=scale)
+        o = attend(
+            q[:, :, a - q_start : b - q_start], k_buf[:, :, :b], v_buf[:, :, :b], q_start=a, kernel=exact_kernel,
+            scale=scale, plans=plans,
+        )
         out[:, a - q_start : b - q_start] = o.transpose(1, 2)
     if hi > lo:
-        _padded_tiles(q, k_buf, v_buf, out, q_start, first + lo * tile, hi - lo, tile, kernel, scale)
+        _padded_tiles(q, k_buf, v_buf, out, q_start, first + lo * tile, hi - lo, tile, kernel, scale, plans)
     return out.transpose(1, 2)
 
 
-def _padded_tiles(q, k_buf, v_buf, out, q_start: int, first: int, n: int, tile: int, kernel: str, scale: float):
+def _padded_tiles(q, k_buf, v_buf, out, q_start: int, first: int, n: int, tile: int, kernel: str, scale: float, plans):
     """The n tiles from position `first` (a tile boundary) of `attend_tiles`, written into `out` (B, T, Hq, D)."""
     B, Hq, T, D = q.shape
     Hkv = k_buf.shape[1]
@@ -233,7 +194,7 @@ def _padded_tiles(q, k_buf, v_buf, out, q_start: int, first: int, n: int, tile: 
 
     o_sq, lse_sq = attention_with_lse(
         q_tiles.view(B * n, Hq, tile, D), tiles_of(k_buf), tiles_of(v_buf),
-        causal=True, scale=scale, kernel=kernel, recurring=True,
+        causal=True, scale=scale, kernel=kernel, recurring=True, plans=plans,
     )
     o_sq, lse_sq = o_sq.view(B, n, Hq, tile, D), lse_sq.view(B, n, Hq, tile)
     for j in range(n):
@@ -243,7 +204,7 @@ def _padded_tiles(q, k_buf, v_buf, out, q_start: int, first: int, n: int, tile: 
         if t0 > 0:
             o_rect, lse_rect = attention_with_lse(
                 _fold_groups(q_tiles[:, j], Hkv), k_buf[:, :, :t0], v_buf[:, :, :t0],
-                causal=False, scale=scale, kernel=kernel, recurring=True,
+                causal=False, scale=scale, kernel=kernel, recurring=True, plans=plans,
             )
             o = merge_states(_unfold_groups(o_rect, Hq, tile), _unfold_groups(lse_rect, Hq, tile), o, lse_sq[:, j])
         out[:, a - q_start : b - q_start] = o[:, :, a - t0 : b - t0].transpose(1, 2)

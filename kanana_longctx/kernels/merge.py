@@ -1,8 +1,10 @@
 """A fused merge of two partial attention results (one pass, Triton), for the split and tiled attention on CUDA.
 
-Why: `attention.merge_states` in plain torch is ~7 elementwise kernels over float32 copies of both outputs; on the
-H100 that was 0.2-0.9 ms per call against 1.6-13 ms for the attention it merges (bench/tiles.py), i.e. ~5-10% of a
-long prefill. This kernel reads each input once and writes the bf16 result once. Triton ships with CUDA builds of
+Usage: out = fused_merge(o1, lse1, o2, lse2) if fused_merge_available(o1, o2) else ...  # attention.merge_states
+
+Why: `attention.merge_states` in plain torch is ~7 elementwise kernels over float32 copies of both outputs, a
+share of a long prefill worth saving (docs/performance.md: the fused merge). This kernel reads each input once
+and writes the bf16 result once. Triton ships with CUDA builds of
 torch; without it (or off CUDA) the torch version runs.
 """
 

@@ -1,12 +1,19 @@
-"""FLOP accounting for prefill (pure): what a probe costs without reuse, and what we actually computed.
+"""FLOP accounting for prefill (pure): what a probe costs without reuse, and what a reuse plan computes.
+
+Usage: shape = ModelShape.from_config(config); planned_flops(shape, plan_reuse(ids, shared, rows), lengths)
 
 Per probe of L tokens: 2 x non-embedding parameters x L (matmuls) + 2 x L^2 x hidden x layers (causal attention:
-QK^T and PV, each L^2/2 x hidden x 2 FLOPs per layer) — the convention of ../shared/GPU.md and the perf issue.
+QK^T and PV, each L^2/2 x hidden x 2 FLOPs per layer); docs/performance.md uses the same convention. The runner's
+computed FLOPs and the dry run's "with prefix reuse" both come from `planned_flops`, over the same plan.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
+
+from kanana_longctx.plan.dims import ModelDims
+from kanana_longctx.plan.reuse import Batch, planned_work
 
 
 @dataclass(frozen=True)
@@ -18,20 +25,25 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config) -> "ModelShape":
-        hidden = int(config.hidden_size)
-        heads = int(config.num_attention_heads)
-        kv = int(getattr(config, "num_key_value_heads", None) or heads)
-        head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
-        ffn = int(getattr(config, "intermediate_size", 4 * hidden))
-        layers = int(config.num_hidden_layers)
+        return cls.from_dims(ModelDims.from_config(config))
+
+    @classmethod
+    def from_dims(cls, dims: ModelDims) -> "ModelShape":
+        hidden, heads, kv, head_dim = dims.hidden, dims.heads, dims.kv_heads, dims.head_dim
         attn = hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2
-        mlp = 3 * hidden * ffn
+        mlp = 3 * hidden * dims.ffn
         return cls(
-            non_embedding_params=float(layers * (attn + mlp)),
+            non_embedding_params=float(dims.layers * (attn + mlp)),
             hidden=heads * head_dim,
-            layers=layers,
+            layers=dims.layers,
             qkv_params=float(hidden * (heads + 2 * kv) * head_dim),
         )
+
+    @classmethod
+    def from_params(cls, params: float) -> "ModelShape":
+        """Matmuls only, from a parameter count (the dry run's `--params`): 2 x params FLOPs per token, no
+        attention term, nothing trimmed."""
+        return cls(non_embedding_params=float(params), hidden=0, layers=0)
 
 
 def prefill_flops(shape: ModelShape, length: int) -> float:
@@ -63,5 +75,9 @@ def span_flops(shape: ModelShape, start: int, tokens: int, *, logits: bool, trim
     return suffix_flops(shape, start, tokens) - skipped
 
 
-def grid_flops(shape: ModelShape, lengths) -> float:
-    return sum(prefill_flops(shape, int(n)) for n in lengths)
+def planned_flops(shape: ModelShape, batches: Sequence[Batch], lengths: Sequence[int], *, trimmed: bool) -> float:
+    """FLOPs of every span a reuse plan computes (`lengths`: each probe's token count, in the plan's order)."""
+    return sum(
+        span_flops(shape, begin, end - begin, logits=logits, trimmed=trimmed)
+        for begin, end, logits in planned_work(batches, lengths)
+    )

@@ -1,26 +1,28 @@
-"""How many KV buffer rows and how long a prefill chunk a fast run on the GPU takes: both live beside the weights,
-so they are chosen together against one budget.
+"""What a run takes beside the weights (pure arithmetic, no torch): the fast run's KV buffer rows and prefill
+chunk, chosen together against one budget, the buffer's length, and the plain loop's batch size.
 
-Usage: plan = plan_memory(row_bytes=..., chunk_bytes_per_token=..., budget_bytes=..., probes=...)
+Usage: plan = plan_memory(row_bytes=row_kv_bytes(dims, tokens), chunk_bytes_per_token=..., budget_bytes=..., probes=n)
        plan.rows, plan.chunk_tokens, plan.describe()
 
-Why: decoding is memory-bound, so probes decoded together share each step's weight read, and every row that fits
-is worth having (at 128K a second row cuts the 8B model's decoding per probe by 30%; docs/performance.md). Rows
-are the large part: one row of the 8B model at 128K is 15.75 GiB of K and V. The prefill chunk is the other part:
-its MLP activations grow with its tokens (~4 GiB at 32K tokens for the 8B model, ~2 at 16K), and on the H100 a
-16K-token chunk prefills as fast as a 32K one. So the plan takes the most rows for which some chunk still fits,
-then the longest chunk that fits beside them: at 128K on an 80 GB card that is two rows with 16K chunks (peak
-48.6 GiB measured) where 32K chunks would have left room for one row only.
+Why rows and chunk together: decoding is memory-bound, so probes decoded together share each step's weight read,
+and every row that fits is worth having. Rows are the large part (one row of an 8B Llama at 128K holds 15.75 GiB
+of K and V); the prefill chunk is the other part, its MLP activations growing with its tokens, and a 16K-token
+chunk prefills about as fast as a 32K one. So the plan takes the most rows for which some chunk still fits, then
+the longest chunk that fits beside them: at 128K on an 80 GB card that is two rows with 16K chunks where 32K
+chunks would leave room for one row only (docs/performance.md has the measurements).
 
-Pure arithmetic (no torch): the caller measures the GPU and the model.
+The caller measures the GPU (kanana_longctx.backends.gpu) and reads the model's dimensions (plan.dims).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kanana_longctx.plan.dims import ModelDims
+
 MAX_ROWS = 8  # the cap the engine has always had; more rows were never measured
-CHUNK_CHOICES = (32768, 16384)  # both measured equally fast on the H100 at 128K; shorter chunks were not measured
+CHUNK_CHOICES = (32768, 16384)  # equally fast at 128K (docs/performance.md); shorter chunks were not measured
+PLAIN_MAX_BATCH = 16  # the plain loop's largest batch of equal-length probes
 # The run's peak (weights, KV rows and one chunk's activations) aims at this share of the GPU's memory: 50 GiB on
 # an 80 GB card (the target in docs/performance.md), leaving the rest to other processes and the allocator's slack.
 RUN_PEAK_SHARE = 0.63
@@ -59,8 +61,31 @@ class MemoryPlan:
 def chunk_bytes_per_token(hidden: int, intermediate: int, element_size: int) -> int:
     """Transient bytes per token of one prefill chunk at its peak, in the MLP: gate and up projections and their
     product (3 x intermediate), beside the hidden states, the residual and the attention output (~6 x hidden).
-    Matches the H100 measurements of the 8B model (4.1 GiB at 32K tokens, 2.1 at 16K) within 0.1 GiB."""
+    Within 0.1 GiB of the 8B model's measured peaks (docs/performance.md)."""
     return (3 * intermediate + 6 * hidden) * element_size
+
+
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per element of the run's dtype name (float32, else a half-precision type)."""
+    return 4 if dtype == "float32" else 2
+
+
+def row_kv_bytes(dims: ModelDims, tokens: int, element_size: int = 2) -> int:
+    """Bytes of one buffer row: K and V for every layer over `tokens` positions."""
+    return 2 * dims.layers * dims.kv_heads * tokens * dims.head_dim * element_size
+
+
+def buffer_tokens_for(tokens: int, tile: int) -> int:
+    """The KV buffer's length for `tokens` positions: up to the end of the last tile (tiled attention reads whole
+    tiles), `tokens` itself without tiles."""
+    return tokens + (-tokens % tile) if tile else tokens
+
+
+def plain_batch_size(dims: ModelDims, tokens: int, room_bytes: float, element_size: int) -> int:
+    """Probes of `tokens` tokens the plain loop runs together in `room_bytes`: each takes its KV cache and its
+    MLP activations (6 x intermediate per token); at least 1, at most PLAIN_MAX_BATCH."""
+    per_token = row_kv_bytes(dims, 1, element_size) + 6 * dims.ffn * element_size
+    return max(1, min(PLAIN_MAX_BATCH, int(room_bytes // (per_token * tokens))))
 
 
 def gib_bytes(gib: float) -> int:

@@ -134,6 +134,11 @@ def _batch_reach(ids, members, groups) -> dict[int, int]:
     return reach
 
 
+def planned_tokens(batches: Sequence[Batch], lengths: Sequence[int]) -> int:
+    """Tokens a plan computes: every span of `planned_work`."""
+    return sum(end - begin for begin, end, _ in planned_work(batches, lengths))
+
+
 def planned_work(batches: Sequence[Batch], lengths: Sequence[int]) -> list[tuple[int, int, bool]]:
     """(begin, end, logits) of every computed span of a plan, in order: what the FLOP accounting needs."""
     spans = []

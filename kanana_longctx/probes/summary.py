@@ -2,9 +2,11 @@
 
 Usage: `write_prompts(probe_set, out_dir); s = summarize(probe_set, params=8e9)`
 
-The summary is plain data; the CLI renders it. Prefill FLOPs are the matmul estimate 2 x parameters x tokens
-(attention comes on top and grows with the square of the length); "with prefix reuse" counts what a runner that
-computes the shared haystack prefix once really has to prefill.
+The summary is plain data; the CLI renders it. "With prefix reuse" is what the runner's own reuse plan computes
+(kanana_longctx.plan: the shared haystack once, and below the needle what probes with the needle at one place
+share), planned for one KV row as a CPU run does. Prefill FLOPs come from the same code as the runner's: with
+`--params` the matmul estimate 2 x parameters x tokens (attention comes on top and grows with the square of the
+length); with a model's `shape`, exactly what a run computes.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from pathlib import Path
 
 from kanana_longctx.atomic import fsync_dir
 from kanana_longctx.errors import BadInput
+from kanana_longctx.plan.flops import ModelShape, planned_flops, prefill_flops
+from kanana_longctx.plan.reuse import plan_reuse, planned_tokens
 from kanana_longctx.probes.spec import ProbeSet
 from kanana_longctx.results import PROMPTS_NAME
 
 DEPTH_TOLERANCE = 10.0  # percentage points between requested and actual depth before the summary warns
+PLANNED_ROWS = 1  # KV rows the dry run plans for: a CPU run's (a GPU run spreads batches over more rows)
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class ProbeSetSummary:
     haystack_hash: str
     haystack_repeats: int
     total_tokens: int  # sum of every probe's length
-    reuse_tokens: int  # tokens to prefill when the shared prefix is computed once
+    reuse_tokens: int  # tokens the runner's reuse plan prefills
     shared_prefix_tokens: int
     max_depth_error: float  # largest |actual_depth - depth|, percentage points
     off_depth: int  # probes more than DEPTH_TOLERANCE points from their requested depth
@@ -43,20 +48,21 @@ class ProbeSetSummary:
     max_pad: int
     exact: bool  # every probe has n_tokens == length == len(input_ids)
     params: float | None = None
-
-    @property
-    def flops(self) -> float | None:
-        return None if self.params is None else 2.0 * self.params * self.total_tokens
-
-    @property
-    def reuse_flops(self) -> float | None:
-        return None if self.params is None else 2.0 * self.params * self.reuse_tokens
+    flops: float | None = None  # prefill FLOPs without reuse (None without params or shape)
+    reuse_flops: float | None = None  # what the reuse plan computes
 
 
-def summarize(probe_set: ProbeSet, params: float | None = None) -> ProbeSetSummary:
+def summarize(
+    probe_set: ProbeSet, params: float | None = None, *, shape: ModelShape | None = None, trimmed: bool = False
+) -> ProbeSetSummary:
+    """`params`: a parameter count for the matmul estimate; `shape` (a model's, plan.flops.ModelShape) instead
+    counts attention too, and `trimmed` the fast engine's trimmed last layer, as the runner does."""
     probes = probe_set.probes
     errors = [abs(p.actual_depth - p.depth) for p in probes]
-    deepest = max((p.needle_token_start for p in probes), default=0)
+    lengths = [p.n_tokens for p in probes]
+    plan = plan_reuse([p.input_ids for p in probes], probe_set.shared_prefix_ids, PLANNED_ROWS)
+    if shape is None and params is not None:
+        shape = ModelShape.from_params(params)
     return ProbeSetSummary(
         probes=len(probes),
         lengths=tuple(sorted({p.length for p in probes})),
@@ -67,7 +73,7 @@ def summarize(probe_set: ProbeSet, params: float | None = None) -> ProbeSetSumma
         haystack_hash=probe_set.haystack_hash,
         haystack_repeats=probe_set.haystack_repeats,
         total_tokens=sum(p.n_tokens for p in probes),
-        reuse_tokens=deepest + sum(p.n_tokens - p.needle_token_start for p in probes),
+        reuse_tokens=planned_tokens(plan, lengths),
         shared_prefix_tokens=len(probe_set.shared_prefix_ids),
         max_depth_error=round(max(errors, default=0.0), 2),
         off_depth=sum(e > DEPTH_TOLERANCE for e in errors),
@@ -75,6 +81,8 @@ def summarize(probe_set: ProbeSet, params: float | None = None) -> ProbeSetSumma
         max_pad=max((p.pad_tokens for p in probes), default=0),
         exact=all(p.n_tokens == p.length == len(p.input_ids) for p in probes),
         params=params,
+        flops=sum(prefill_flops(shape, n) for n in lengths) if shape else None,
+        reuse_flops=planned_flops(shape, plan, lengths, trimmed=trimmed and shape.layers > 0) if shape else None,
     )
 
 

@@ -1,12 +1,15 @@
-"""Data parallel runs: shard a probe grid across processes (one per GPU) and merge their results.
+"""Runs over several processes: the torchrun relaunch, sharding a probe grid across data-parallel ranks (one per
+GPU), the barriers, and merging the ranks' results.
 
 Usage: torchrun --nproc-per-node 4 -m kanana_longctx niah ...   (or `kanana-longctx niah --gpus 4 ...`)
+       code = relaunch(gpus, tp, source, options)  # None: run in this process
 
 Each rank runs the probes `shard()` gives it and appends to its own `results.rank<R>.jsonl` (the same crash-safe
 writer as a single run), so ranks never contend for one file. When every rank is done, rank 0 merges the rank
 files into `results.jsonl` (skipping rows already there) and removes them. A resumed run counts rows in
 `results.jsonl` *and* in leftover rank files as done, so work finished before a crash is never repeated, whatever
-the new number of ranks. Pure Python apart from the barrier.
+the new number of ranks. Tensor-parallel ranks (`--tp`) run every probe together; only rank 0 writes results.
+Pure Python apart from the process group (torch.distributed, imported when called).
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ def shard(probes, rank: int, world: int) -> list:
     return mine
 
 
+def tensor_parallel_file(out_dir: Path, rank: RankInfo) -> Path:
+    """The scratch results file of a tensor-parallel rank other than the first (removed when the run ends)."""
+    return Path(out_dir) / f".tp-rank{rank.rank}.jsonl"
+
+
 def rank_files(out_dir: Path) -> list[Path]:
     return sorted(Path(out_dir).glob("results.rank*.jsonl"))
 
@@ -107,3 +115,51 @@ def destroy_group() -> None:
 
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def finish(out_dir: Path, rank: RankInfo | None, data_parallel: bool) -> None:
+    """After this process's probes: drop a tensor-parallel rank's scratch file; wait for every rank, let rank 0
+    merge the data-parallel rank files, wait again (the merged results.jsonl is complete for every rank's
+    summary), leave the process group."""
+    if rank is None:
+        return
+    if not data_parallel:
+        tensor_parallel_file(out_dir, rank).unlink(missing_ok=True)
+    barrier()  # every rank has finished its shard
+    if rank.rank == 0 and data_parallel:
+        merge_rank_results(out_dir)
+    barrier()
+    destroy_group()
+
+
+def relaunch_with_torchrun(processes: int) -> int:
+    """Run this very command under torchrun with N processes (minus --gpus), the ecosystem's own launcher."""
+    import subprocess
+    import sys
+
+    args = list(sys.argv[1:])
+    for i, arg in enumerate(args):
+        if arg == "--gpus":
+            del args[i : i + 2]
+            break
+        if arg.startswith("--gpus="):
+            del args[i]
+            break
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "kanana_longctx", *args]
+    return subprocess.call(command)
+
+
+def relaunch(gpus: int, tp: int, source, options) -> int | None:
+    """Outside torchrun, the exit code of this command rerun under it where `--gpus N` asks for data parallelism
+    or `--tp N` for transformers' tensor parallelism (where the architecture has a plan: the config is read, no
+    weights); None where this process runs the probes itself."""
+    if rank_from_env() is not None or (gpus <= 1 and tp <= 1):
+        return None
+    if gpus > 1:
+        return relaunch_with_torchrun(gpus)
+    from kanana_longctx.backends.local import has_tensor_parallel_plan, load_config
+
+    if has_tensor_parallel_plan(load_config(source, options)[0]):
+        return relaunch_with_torchrun(tp)  # keeps --tp: each rank loads its shard
+    return None

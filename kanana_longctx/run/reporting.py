@@ -1,7 +1,10 @@
 """Progress and end-of-run reporting for a model run (rich), kept apart from the runner's logic.
 
+Usage: reporter = RichReporter(console); ...; render_summary(console, summary)
+
 The runner calls a `Reporter`; the CLI passes `RichReporter`, tests pass `NullReporter`. The end-of-run table is
-built from a `RunSummary` record, so the numbers can also be read programmatically (the benchmark does).
+built from a `RunSummary` record, so the numbers can also be read programmatically (the benchmark does). The
+summary knows the backend only through its `BackendInfo`.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from kanana_longctx.results import ResultRecord
+from kanana_longctx.backends.base import BackendInfo
 from kanana_longctx.plan.memory import kv_rows_text
+from kanana_longctx.results import ResultRecord
 
 
 @dataclass(frozen=True)
@@ -23,11 +27,7 @@ class RunSummary:
     accuracy: float
     wall_seconds: float  # for the probes run now, model load excluded
     load_seconds: float
-    engine: str
-    attention: str
-    device: str
-    dtype: str
-    gpu_name: str = ""
+    backend: BackendInfo  # what ran: engine, device, dtype, kernel or endpoint
     effective_flops: float = 0.0  # prefill FLOPs of the probes run now, as if nothing were reused
     computed_flops: float = 0.0  # prefill FLOPs actually computed (prefix reuse removes part)
     prefill_seconds: float = 0.0  # fast engine: time in prefill and in decoding (0.0 when not split)
@@ -38,6 +38,26 @@ class RunSummary:
     chunk_tokens: int = 0  # fast engine: tokens per prefill chunk
     matmul_tflops: float = 0.0  # the GPU's bf16 matmul rate, measured after the run (the share-of-peak yardstick)
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def engine(self) -> str:
+        return self.backend.engine
+
+    @property
+    def attention(self) -> str:
+        return self.backend.attention
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
+
+    @property
+    def dtype(self) -> str:
+        return self.backend.dtype
+
+    @property
+    def gpu_name(self) -> str:
+        return self.backend.gpu_name
 
     @property
     def effective_tflops(self) -> float:
@@ -118,8 +138,7 @@ def render_summary(console, summary: RunSummary) -> None:
     console.print(table)
     console.print(
         f"overall accuracy [bold]{summary.accuracy:.3f}[/] over {summary.ran + summary.skipped}"
-        f" probes ({summary.ran} run now, {summary.skipped} resumed); engine {summary.engine}, attention "
-        f"{summary.attention}, {summary.dtype} on {summary.gpu_name or summary.device}"
+        f" probes ({summary.ran} run now, {summary.skipped} resumed); {summary.backend.describe()}"
     )
     if summary.ran:
         line = f"wall {summary.wall_seconds:.1f} s after a {summary.load_seconds:.1f} s model load"

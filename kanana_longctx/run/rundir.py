@@ -1,6 +1,7 @@
-"""The run directory: refuse to mix configurations, find the probes already done (resume).
+"""The run directory: refuse to mix configurations, find the probes already done (resume), name the file this
+process appends to.
 
-Usage: done = prepare_out_dir(out_dir, info, overwrite=False)
+Usage: done = prepare_out_dir(out_dir, info, overwrite=False); path = results_path(out_dir, rank, data_parallel)
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from pathlib import Path
 
 from kanana_longctx.errors import ResultsError
 from kanana_longctx.results import RESULTS_NAME, RunInfo, read_run_info
+from kanana_longctx.run.distributed import RankInfo, done_ids, rank_files, tensor_parallel_file
 
 
 def prepare_out_dir(out_dir: Path, info: RunInfo, overwrite: bool, first_rank: bool = True) -> set[str]:
-    """Check `out_dir` against `info`; return the probe_ids already done. Refuses to mix configurations."""
-    from kanana_longctx.run.distributed import done_ids, rank_files
-
+    """Check `out_dir` against `info`; return the probe_ids already done. Refuses to mix configurations.
+    `--overwrite` clears the results (on the first rank only: the others wait for it at a barrier)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS_NAME
     previous = read_run_info(out_dir)
@@ -34,3 +35,11 @@ def prepare_out_dir(out_dir: Path, info: RunInfo, overwrite: bool, first_rank: b
             f"{out_dir} holds a run with a different configuration ({changed}); use --overwrite or another --out"
         )
     return done_ids(out_dir)  # results.jsonl and rank files a crashed data-parallel run left behind
+
+
+def results_path(out_dir: Path, rank: RankInfo | None, data_parallel: bool) -> Path:
+    """Where this process appends its records: results.jsonl, a data-parallel rank's own file (merged at the end),
+    or for a tensor-parallel rank other than the first a scratch file (rank 0 writes the results)."""
+    if rank and not data_parallel and rank.rank != 0:
+        return tensor_parallel_file(out_dir, rank)
+    return out_dir / (rank.results_name if data_parallel else RESULTS_NAME)

@@ -1,9 +1,14 @@
 """Run a probe set on a model, resumably: `run_niah(probe_set, options, out_dir, console)`.
 
-Order of work: validate the run directory and the lengths against the model's context (config only, no
-weights), load the model once, then run the pending probes on the fast prefix-reusing path (Llama family) or the
-plain transformers loop, appending each finished probe to results.jsonl (fsynced) so a kill -9 loses at most the
-probe or batch in flight. The same command on the same directory resumes; a different configuration refuses.
+Usage: summary = execute(probe_set, RunOptions(model="smollm2"), Path("runs/demo"))
+
+A run is five phases over one RunContext, ordered so that every cheap check comes before anything destructive
+or slow: `check` (the options, the backend chosen and opened, the lengths against the model's context: a config
+at most, no weights), `open_run_dir` (refuse a different configuration, find the probes already done, clear an
+--overwrite), `load` (the weights; run.json written with what the backend chose), `loop` (the backend generates,
+each finished batch is scored and appended to results.jsonl, fsynced, so a kill -9 loses at most the batch in
+flight) and `summarize`. The same command on the same directory resumes. Which backend runs is the registry's
+choice (kanana_longctx.backends.registry); nothing here knows which one it was.
 """
 
 from __future__ import annotations
@@ -12,48 +17,26 @@ import dataclasses
 import time
 from pathlib import Path
 
+from kanana_longctx.backends.base import BackendRequest, RunJob
+from kanana_longctx.backends.registry import open_backend
 from kanana_longctx.errors import ProbeError
 from kanana_longctx.hub import resolve_model
+from kanana_longctx.options import RunOptions
+from kanana_longctx.plan.flops import prefill_flops
 from kanana_longctx.probes.spec import ProbeSet
 from kanana_longctx.results import RESULTS_NAME, ResultsWriter, RunInfo, load_results, write_run_info
-from kanana_longctx.backends.fast import run_fast, run_hf, stop_token_ids
-from kanana_longctx.options import RunOptions
+from kanana_longctx.run import distributed
+from kanana_longctx.run.check import check_context, default_max_new_tokens, grid_of, yarn_request
+from kanana_longctx.run.context import RunContext
+from kanana_longctx.run.records import RecordSink
 from kanana_longctx.run.reporting import NullReporter, RichReporter, RunSummary, accuracy_by_length, render_summary
-from kanana_longctx.run.rundir import prepare_out_dir
+from kanana_longctx.run.rundir import prepare_out_dir, results_path
 from kanana_longctx.scoring import SCORER_LABELS
-
-
-def yarn_request(options: RunOptions) -> dict | str:
-    """How YaRN was asked for: explicit parameters, forced off, or as the model's config says."""
-    if options.yarn is True:
-        return {
-            "factor": options.yarn_factor,
-            "original_max_position_embeddings": options.yarn_original,
-            "beta_fast": options.yarn_beta_fast,
-            "beta_slow": options.yarn_beta_slow,
-        }
-    return "off" if options.yarn is False else "config"
-
-
-def grid_of(probe_set: ProbeSet) -> dict:
-    return {
-        "lengths": sorted({p.length for p in probe_set.probes}),
-        "depths": sorted({p.depth for p in probe_set.probes}),
-        "probes": len(probe_set.probes),
-    }
-
-
-def default_max_new_tokens(probe_set: ProbeSet, tokenizer) -> int:
-    """Enough for the answer plus a short phrase: retform completes a prefix, qaform may restate the question."""
-    longest = max((len(tokenizer.encode(p.expected, add_special_tokens=False)) for p in probe_set.probes), default=8)
-    return longest + (4 if probe_set.form == "retform" else 16)
 
 
 def run_niah(probe_set: ProbeSet, options: RunOptions, out_dir: Path, console, *, tokenizer=None) -> RunSummary:
     """CLI entry: run with rich progress and print the end-of-run table."""
-    from kanana_longctx.run.distributed import rank_from_env
-
-    rank = rank_from_env()
+    rank = distributed.rank_from_env()
     first = rank is None or rank.rank == 0
     reporter = RichReporter(console) if first else NullReporter()  # one progress bar, not one per rank
     summary = execute(probe_set, options, Path(out_dir), reporter=reporter, tokenizer=tokenizer)
@@ -64,10 +47,15 @@ def run_niah(probe_set: ProbeSet, options: RunOptions, out_dir: Path, console, *
 
 def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter=None, tokenizer=None, loaded=None):
     """Run the pending probes of `probe_set`; return a RunSummary. `loaded` lets the benchmark pass its own model."""
-    from kanana_longctx import __version__
-    from kanana_longctx.backends.local import load_config, load_model
+    ctx = check(probe_set, options, Path(out_dir), reporter or NullReporter(), tokenizer, loaded)
+    open_run_dir(ctx)
+    load(ctx)
+    loop(ctx)
+    return summarize(ctx)
 
-    reporter = reporter or NullReporter()
+
+def check(probe_set: ProbeSet, options: RunOptions, out_dir: Path, reporter, tokenizer, loaded) -> RunContext:
+    """Everything that can fail cheaply: the probes, the tokenizer, the backend's choice and the context check."""
     if not probe_set.probes:
         raise ProbeError("the probe set is empty")
     source = resolve_model(options.model, options.revision) if loaded is None else None
@@ -75,30 +63,21 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         from kanana_longctx.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(source, trust_remote_code=options.trust_remote_code)
-    max_new = options.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
-
-    # Context check before any weight is loaded: a bad length must cost seconds, not a model load.
-    from kanana_longctx.yarn.live import context_limits, yarn_in_config
-
-    if loaded is None:
-        config, yarn = load_config(source, options)
-    else:
-        config, yarn = loaded.model.config, yarn_in_config(loaded.model.config)
-    native, maximum = context_limits(config, yarn)
-    longest = max(p.n_tokens for p in probe_set.probes) + max_new
-    notes: list[str] = []
-    # Without YaRN a model can be run past its native context (that is what shows YaRN's effect), but not past
-    # what even the default YaRN factor would reach.
-    reach = maximum if yarn else int(native * options.yarn_factor)
-    if reach and longest > reach:
-        what = "with YaRN" if yarn else f"even with YaRN x{options.yarn_factor:g}"
-        raise ProbeError(f"probes need {longest:,} positions; the model addresses {reach:,} {what}")
-    if native and longest > native and not yarn:
-        notes.append(f"lengths exceed the model's native context of {native:,} tokens without YaRN")
-        reporter.note(f"[yellow]warning:[/] lengths up to {longest:,} exceed the native context {native:,} without --yarn")
-
-    requested_yarn = yarn_request(options)
-    info = RunInfo(
+    rank = distributed.rank_from_env()
+    device_index = rank.local_rank if rank is not None and options.tp <= 1 else None  # data parallel: one GPU each
+    backend = open_backend(BackendRequest(options, source, tokenizer, loaded=loaded, device_index=device_index))
+    ctx = RunContext(probe_set, options, out_dir, reporter, tokenizer, backend, rank)
+    ctx.max_new_tokens = options.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
+    ctx.limits = backend.context()
+    longest = max(p.n_tokens for p in probe_set.probes) + ctx.max_new_tokens
+    note = check_context(ctx.limits, longest, options.yarn_factor)
+    if note:
+        ctx.notes.append(note)
+        reporter.note(
+            f"[yellow]warning:[/] lengths up to {longest:,} exceed the native context {ctx.limits.native:,} without --yarn"
+        )
+    requested = yarn_request(options)
+    ctx.info = RunInfo(
         model=options.model,
         form=probe_set.form,
         lang=probe_set.lang,
@@ -106,145 +85,94 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         haystack_hash=probe_set.haystack_hash,
         grid=grid_of(probe_set),
         seed=probe_set.seed,
-        yarn=requested_yarn if isinstance(requested_yarn, dict) else yarn,
-        max_new_tokens=max_new,
-        extra={"scorer": SCORER_LABELS["contains"], "yarn_request": requested_yarn},
+        yarn=requested if isinstance(requested, dict) else ctx.limits.yarn,
+        max_new_tokens=ctx.max_new_tokens,
+        extra={"scorer": SCORER_LABELS["contains"], "yarn_request": requested},
     )
-    from kanana_longctx.run import distributed as sharding
+    return ctx
 
-    rank = sharding.rank_from_env()
-    first_rank = rank is None or rank.rank == 0
-    # Tensor parallel ranks run every probe together (generate is collective); only data parallel ranks shard.
-    data_parallel = rank is not None and options.tp <= 1
-    if rank:
-        sharding.init_group(rank)
-    done = prepare_out_dir(out_dir, info, options.overwrite, first_rank)
-    if rank:
-        sharding.barrier()  # no rank starts before rank 0 has cleared an --overwrite
-    pending = [p for p in probe_set.probes if p.probe_id not in done]
-    if options.limit:
-        pending = pending[: options.limit]
-    if data_parallel:
-        pending = sharding.shard(pending, rank.rank, rank.world)
+
+def open_run_dir(ctx: RunContext) -> None:
+    """Check the directory against the run's configuration, find what is done, choose what this process runs."""
+    if ctx.rank:
+        distributed.init_group(ctx.rank)
+    ctx.done = prepare_out_dir(ctx.out_dir, ctx.info, ctx.options.overwrite, ctx.first_rank)
+    if ctx.rank:
+        distributed.barrier()  # no rank starts before rank 0 has cleared an --overwrite
+    pending = [p for p in ctx.probe_set.probes if p.probe_id not in ctx.done]
+    if ctx.options.limit:
+        pending = pending[: ctx.options.limit]
+    if ctx.data_parallel:
+        pending = distributed.shard(pending, ctx.rank.rank, ctx.rank.world)
+    ctx.pending = pending
+
+
+def load(ctx: RunContext) -> None:
+    """The slow part (weights, a connection), then run.json with what the backend chose."""
+    from kanana_longctx import __version__
 
     t0 = time.perf_counter()
-    if loaded is None:
-        if data_parallel and options.device != "cpu":
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.set_device(rank.local_rank % torch.cuda.device_count())
-        loaded = load_model(source, options)
-    load_seconds = time.perf_counter() - t0
-    from kanana_longctx.fastpath.llama import supports_fast_path
-
-    fast_ok, why = supports_fast_path(loaded.model)
-    if options.tp > 1:
-        fast_ok, why = False, "the fast path needs the whole model on one device (--tp uses the transformers loop)"
-    engine = "fast" if options.engine in ("auto", "fast") and fast_ok else "hf"
-    if options.engine == "fast" and not fast_ok:
-        raise ProbeError(f"--engine fast: {why}")
-    if engine == "hf" and options.engine == "auto":
-        notes.append(f"plain transformers loop: {why}")
-    notes.extend(loaded.notes)
-    import torch
-
-    versions = {"torch": torch.__version__, "kanana-longctx": __version__}
-    import transformers
-
-    versions["transformers"] = transformers.__version__
-    info = dataclasses.replace(
-        info,
-        attention=loaded.attention,
-        dtype=loaded.dtype,
-        device=loaded.device,
-        gpu_name=loaded.gpu_name,
-        engine=engine,
-        versions=versions,
-        yarn=info.yarn if info.yarn is not None else loaded.yarn,
-        extra={**info.extra, "rope_attention_factor": loaded.rope_attention_factor, "native_context": native},
+    info = ctx.backend.load()
+    ctx.load_seconds = time.perf_counter() - t0
+    ctx.backend_info = info
+    ctx.notes.extend(info.notes)
+    extra = {**ctx.info.extra, **info.extra, "native_context": ctx.limits.native}
+    if info.endpoint:
+        extra["endpoint"] = info.endpoint
+    ctx.info = dataclasses.replace(
+        ctx.info,
+        attention=info.attention,
+        dtype=info.dtype,
+        device=info.device,
+        gpu_name=info.gpu_name,
+        engine=info.engine,
+        versions={**info.versions, "kanana-longctx": __version__},
+        yarn=ctx.info.yarn if ctx.info.yarn is not None else info.yarn,
+        extra=extra,
     )
-    if first_rank:
-        write_run_info(out_dir, info)
+    if ctx.first_rank:
+        write_run_info(ctx.out_dir, ctx.info)
 
-    if loaded.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    stop_ids = stop_token_ids(tokenizer, loaded.model)
-    reporter.note(
-        f"model {options.model} on {loaded.gpu_name or loaded.device} ({loaded.dtype}), attention {loaded.attention},"
-        f" engine {engine}, YaRN {'on ' + str(loaded.yarn.get('factor')) if loaded.yarn else 'off'}"
-        f" (rotary attention factor {loaded.rope_attention_factor:.6f})"
-    )
-    reporter.start(len(pending), 0, "NIAH")
+
+def loop(ctx: RunContext) -> None:
+    """The backend runs the pending probes; each finished batch is scored and appended; then the ranks meet and
+    the backend gives its memory back."""
+    ctx.reporter.note(ctx.backend_info.headline or ctx.backend_info.describe())
+    ctx.reporter.start(len(ctx.pending), 0, "NIAH")
+    job = RunJob(ctx.probe_set, tuple(ctx.pending), ctx.max_new_tokens)
     t1 = time.perf_counter()
-    run_fn = run_fast if engine == "fast" else run_hf
     try:
-        if rank and not data_parallel and not first_rank:
-            writer_path = out_dir / f".tp-rank{rank.rank}.jsonl"  # tensor parallel: rank 0 writes the results
-        else:
-            writer_path = out_dir / (rank.results_name if data_parallel else RESULTS_NAME)
-        with ResultsWriter(writer_path) as writer:
-            stats = run_fn(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, writer, reporter)
+        with ResultsWriter(results_path(ctx.out_dir, ctx.rank, ctx.data_parallel)) as writer:
+            ctx.stats = ctx.backend.run(job, RecordSink(writer, ctx.reporter))
     finally:
-        reporter.stop()
-    if loaded.device == "cuda":
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - t1
-    peak_gib = torch.cuda.max_memory_allocated() / 2**30 if loaded.device == "cuda" else 0.0
-    if rank and not data_parallel:
-        (out_dir / f".tp-rank{rank.rank}.jsonl").unlink(missing_ok=True)
-    if rank:
-        sharding.barrier()  # every rank has finished its shard
-        if first_rank and data_parallel:
-            sharding.merge_rank_results(out_dir)
-        sharding.barrier()  # the merged results.jsonl is complete for every rank's summary
-        sharding.destroy_group()
-    if loaded.device == "cuda":
-        # The fast engine's KV buffer and CUDA-graph pools sit in a reference cycle: free them now, not at some
-        # later collection, so the caller (or the next run in this process) gets the memory back.
-        import gc
+        ctx.reporter.stop()
+    ctx.wall_seconds = time.perf_counter() - t1
+    distributed.finish(ctx.out_dir, ctx.rank, ctx.data_parallel)
+    ctx.figures = ctx.backend.close(bool(ctx.pending))
 
-        gc.collect()
-        torch.cuda.empty_cache()
 
-    from kanana_longctx.plan.flops import ModelShape, prefill_flops
-
-    shape = ModelShape.from_config(loaded.model.config)
-    records, _ = load_results(out_dir / RESULTS_NAME)
-    by_length = accuracy_by_length(records)
+def summarize(ctx: RunContext) -> RunSummary:
+    """Accuracy over every finished probe of the directory, and what this run did."""
+    records, _ = load_results(ctx.out_dir / RESULTS_NAME)
+    info, stats, shape = ctx.backend_info, ctx.stats, ctx.backend_info.shape
     return RunSummary(
-        out_dir=str(out_dir),
-        total=len(probe_set.probes),
-        skipped=sum(1 for p in probe_set.probes if p.probe_id in done),
-        ran=len(pending),
-        accuracy_by_length=by_length,
+        out_dir=str(ctx.out_dir),
+        total=len(ctx.probe_set.probes),
+        skipped=sum(1 for p in ctx.probe_set.probes if p.probe_id in ctx.done),
+        ran=len(ctx.pending),
+        accuracy_by_length=accuracy_by_length(records),
         accuracy=sum(r.score for r in records) / len(records) if records else 0.0,
-        wall_seconds=wall,
-        load_seconds=load_seconds,
-        engine=engine,
-        attention=loaded.attention,
-        device=loaded.device,
-        dtype=loaded.dtype,
-        gpu_name=loaded.gpu_name,
-        effective_flops=sum(prefill_flops(shape, p.n_tokens) for p in pending),
+        wall_seconds=ctx.wall_seconds,
+        load_seconds=ctx.load_seconds,
+        backend=info,
+        effective_flops=sum(prefill_flops(shape, p.n_tokens) for p in ctx.pending) if shape else 0.0,
         computed_flops=stats.computed_flops,
         prefill_seconds=stats.prefill_seconds,
         decode_seconds=stats.decode_seconds,
         setup_seconds=stats.setup_seconds,
-        peak_memory_gib=peak_gib,
+        peak_memory_gib=ctx.figures.peak_memory_gib,
         kv_rows=stats.kv_rows,
         chunk_tokens=stats.chunk_tokens,
-        matmul_tflops=_matmul_rate(loaded.device, bool(pending)),
-        notes=tuple(notes),
+        matmul_tflops=ctx.figures.matmul_tflops,
+        notes=tuple(ctx.notes),
     )
-
-
-def _matmul_rate(device: str, ran: bool) -> float:
-    """The bf16 matmul rate, measured once after a GPU run (~0.1 s), so the summary can say its share of peak."""
-    if device != "cuda" or not ran:
-        return 0.0
-    from kanana_longctx.backends.gpu import measure_matmul_tflops
-
-    return measure_matmul_tflops()
-
-

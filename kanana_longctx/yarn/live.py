@@ -1,12 +1,14 @@
 """RoPE/YaRN on a loaded transformers config and model: apply in memory, read back, report limits.
 
+Usage: set_config_yarn(config, YarnParams(factor=4.4)); yarn_in_config(config); context_limits(config, yarn)
+
 `--yarn` on `niah` must behave exactly like `config --yarn` on disk, so the block comes from the same code
 (`kanana_longctx.yarn`); here we only put it on a live config object and read back what the model really built.
 """
 
 from __future__ import annotations
 
-from kanana_longctx.options import RunOptions
+from kanana_longctx.yarn.params import YarnParams
 
 
 def _rope_dict(config) -> dict:
@@ -22,27 +24,20 @@ def _rope_theta(config) -> float:
     return float(theta) if theta is not None else 10000.0
 
 
-def set_config_yarn(config, options: RunOptions | None) -> None:
-    """Put YaRN (options given) or plain RoPE (None) on a live config, keeping rope_theta."""
+def set_config_yarn(config, params: YarnParams | None) -> None:
+    """Put YaRN (params given) or plain RoPE (None) on a live config, keeping rope_theta."""
     theta = _rope_theta(config)
-    if options is None:
+    if params is None:
         block = {"rope_type": "default", "rope_theta": theta}
     else:
-        from kanana_longctx.yarn.params import YarnParams
         from kanana_longctx.yarn.patch import yarn_block
 
-        params = YarnParams(
-            factor=options.yarn_factor,
-            original_max_position_embeddings=options.yarn_original,
-            beta_fast=options.yarn_beta_fast,
-            beta_slow=options.yarn_beta_slow,
-        )
         block = {**yarn_block(params), "rope_theta": theta}
         block.pop("type", None)  # the legacy alias; transformers 5 reads rope_type
     if hasattr(config, "rope_parameters"):
         config.rope_parameters = block
     else:  # transformers 4: rope_scaling + top-level rope_theta
-        config.rope_scaling = None if options is None else {k: v for k, v in block.items() if k != "rope_theta"}
+        config.rope_scaling = None if params is None else {k: v for k, v in block.items() if k != "rope_theta"}
         config.rope_theta = theta
 
 
