@@ -10,16 +10,17 @@ from kanana_longctx.fastpath.decode import GraphDecoder
 from kanana_longctx.fastpath.llama import PrefixReusingLlama
 
 
-def _rel(a, b) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
+def _generate(model, ids, new_tokens: int) -> list[int]:
+    """transformers' own greedy continuation of `ids`: the reference every decode path must equal."""
+    with torch.no_grad():
+        return model.generate(ids[None], max_new_tokens=new_tokens, do_sample=False)[0, len(ids) :].tolist()
 
 
 def test_eager_and_static_graph_steps_decode_like_generate(tiny):
     model, loaded = tiny
     gen = torch.Generator().manual_seed(3)
     ids = torch.randint(0, 1000, (200,), generator=gen)
-    with torch.no_grad():
-        ref = model.generate(ids[None], max_new_tokens=10, do_sample=False)[0, 200:].tolist()
+    ref = _generate(model, ids, 10)
     fast = PrefixReusingLlama(loaded, max_tokens=300)
     eager = fast.decode_rows([(0, fast.prefill(ids, 0), 200, lambda out: False)], 10)[0]
     logits = fast.prefill(ids, 0)
@@ -39,8 +40,7 @@ def test_rows_decode_together_like_generate_each(tiny, splits, varlen):
     probes = [base.clone(), base.clone(), torch.randint(0, 1000, (90,), generator=gen)]
     probes[0][100:] = torch.randint(0, 1000, (50,), generator=gen)
     probes[1] = torch.cat([base[:60], torch.randint(0, 1000, (70,), generator=gen)])
-    with torch.no_grad():
-        refs = [model.generate(p[None], max_new_tokens=7, do_sample=False)[0, len(p):].tolist() for p in probes]
+    refs = [_generate(model, p, 7) for p in probes]
     fast = PrefixReusingLlama(loaded, max_tokens=200, rows=4)
     first0 = fast.prefill(probes[0], 0, row=0)
     fast.kv.copy_prefix(0, 1, 0, 60)  # row 1 reuses probe 0's first 60 positions (its own prefix)
@@ -69,8 +69,7 @@ def test_one_decode_graph_serves_batches_of_any_length(tiny, monkeypatch):
     model, loaded = tiny
     gen = torch.Generator().manual_seed(12)
     probes = [torch.randint(0, 1000, (n,), generator=gen) for n in (40, 230, 41)]
-    with torch.no_grad():
-        refs = [model.generate(p[None], max_new_tokens=5, do_sample=False)[0, len(p):].tolist() for p in probes]
+    refs = [_generate(model, p, 5) for p in probes]
     fast = PrefixReusingLlama(loaded, max_tokens=256, rows=2)
     decoder = GraphDecoder(fast.parts, fast.kv, splits=4, varlen=True)
     spans = []
@@ -107,8 +106,7 @@ def test_static_steps_with_a_bucket_smaller_than_the_buffer(tiny):
     model, loaded = tiny
     gen = torch.Generator().manual_seed(4)
     ids = torch.randint(0, 1000, (100,), generator=gen)
-    with torch.no_grad():
-        ref = model.generate(ids[None], max_new_tokens=6, do_sample=False)[0, 100:].tolist()
+    ref = _generate(model, ids, 6)
     fast = PrefixReusingLlama(loaded, max_tokens=5000)
     decoder = GraphDecoder(fast.parts, fast.kv)
     assert decoder.bucket(106) == 4096
@@ -121,8 +119,7 @@ def test_static_step_ignores_stale_values_in_masked_positions(tiny):
     (The buffer starts zeroed, so it never holds NaN garbage, which no mask could neutralise: 0 x NaN = NaN.)"""
     model, loaded = tiny
     ids = torch.arange(100)
-    with torch.no_grad():
-        ref = model.generate(ids[None], max_new_tokens=5, do_sample=False)[0, 100:].tolist()
+    ref = _generate(model, ids, 5)
     fast = PrefixReusingLlama(loaded, max_tokens=5000)
     for cache in fast.kv.k + fast.kv.v:
         assert not cache.isnan().any()

@@ -1,5 +1,5 @@
 """GPU-only checks of the fast path's CUDA kernels (split cuDNN attention, CUDA-graph decode). Skipped without CUDA;
-the same logic runs on CPU in test_fast_path.py."""
+the same logic runs on CPU in test_kernels_*.py and test_fastpath_*.py."""
 
 from __future__ import annotations
 

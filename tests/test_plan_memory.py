@@ -7,8 +7,12 @@ from kanana_longctx.bench.models import shape_config
 from kanana_longctx.plan.dims import ModelDims
 from kanana_longctx.plan.memory import (
     MAX_ROWS,
+    PLAIN_MAX_BATCH,
     MemoryPlan,
+    buffer_tokens_for,
     chunk_bytes_per_token,
+    dtype_bytes,
+    plain_batch_size,
     plan_memory,
     row_kv_bytes,
     run_budget_bytes,
@@ -115,3 +119,20 @@ def test_a_cap_bounds_the_budget_weights_included():
     assert run_budget_bytes(total, 20 * GIB, 80 * GIB, cap=30 * GIB) == 10 * GIB
     assert run_budget_bytes(total, 20 * GIB, 80 * GIB, cap=90 * GIB) == int(0.63 * total) - 20 * GIB  # share rules
     assert run_budget_bytes(total, 20 * GIB, 80 * GIB, cap=10 * GIB) == 0  # the weights alone are over the cap
+
+
+def test_the_buffer_ends_on_a_tile_and_a_row_holds_k_and_v_of_every_layer():
+    assert buffer_tokens_for(128001, 1024) == 129024 and buffer_tokens_for(1024, 1024) == 1024
+    assert buffer_tokens_for(1000, 0) == 1000
+    dims = ModelDims.from_config(_llama_8b()[0])
+    assert row_kv_bytes(dims, 131072) == 16 * GIB  # 2 x 32 layers x 8 kv heads x 128 x 131072 x 2 bytes
+    assert row_kv_bytes(dims, 10, element_size=4) == 2 * row_kv_bytes(dims, 10)
+    assert (dtype_bytes("float32"), dtype_bytes("bfloat16"), dtype_bytes("float16")) == (4, 2, 2)
+
+
+def test_the_plain_loops_batch_takes_kv_and_activations_per_token():
+    dims = ModelDims.from_config(_llama_8b()[0])
+    per_token = row_kv_bytes(dims, 1) + 6 * dims.ffn * 2
+    assert plain_batch_size(dims, 32768, 3.5 * per_token * 32768, 2) == 3
+    assert plain_batch_size(dims, 32768, 0, 2) == 1  # never less than one
+    assert plain_batch_size(dims, 100, 1e15, 2) == PLAIN_MAX_BATCH

@@ -41,7 +41,7 @@ def test_smollm2_finds_needles_in_noise(form, smollm2_tokenizer, smollm2_loaded,
     summary = execute(probe_set, RunOptions(), tmp_path, loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)
     records, warnings = load_results(tmp_path)
     assert not warnings
-    assert summary.engine == "fast"
+    assert summary.backend.engine == "fast"
     assert sorted(r.probe_id for r in records) == sorted(p.probe_id for p in probe_set.probes)
     for r in records:
         assert r.expected in r.output, (r.probe_id, r.output)
@@ -83,6 +83,21 @@ def test_fast_and_plain_engines_agree_on_smollm2(variant, smollm2_tokenizer, smo
     # below the needle: the shorter depth-0 probe took everything but its question from the longer one
     shorter = min((p for p in probe_set.probes if p.depth == 0), key=lambda p: p.n_tokens)
     assert fast_records[shorter.probe_id].prefill_tokens <= shorter.n_tokens - shorter.haystack_end
+
+
+def test_the_dry_runs_reuse_flops_are_the_runners_computed_flops(smollm2_tokenizer, smollm2_loaded, tmp_path):
+    """The dry run's "with prefix reuse" comes from the same plan and FLOP code as the runner's count."""
+    from kanana_longctx.plan.flops import ModelShape
+    from kanana_longctx.probes.summary import summarize
+
+    probe_set = build_probe_set(ProbeRequest(lengths=(300, 700), depths=(0, 50, 100), haystack="noise"), smollm2_tokenizer)
+    ran = execute(probe_set, RunOptions(max_new_tokens=2), tmp_path, loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)
+    dry = summarize(probe_set, shape=ModelShape.from_config(smollm2_loaded.model.config), trimmed=True)
+    assert ran.backend.engine == "fast" and ran.kv_rows == 1  # the CPU plan: one KV row, as the dry run plans
+    assert dry.reuse_flops == ran.computed_flops
+    assert dry.flops == ran.effective_flops
+    # the records count each probe's own suffix; the plan also the shared parts computed once for several
+    assert sum(r.prefill_tokens for r in load_results(tmp_path)[0]) < dry.reuse_tokens < dry.total_tokens
 
 
 def test_resume_skips_done_probes_and_refuses_another_configuration(smollm2_tokenizer, smollm2_loaded, tmp_path):

@@ -212,7 +212,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         naive = _naive_loop(loaded, subset, max_new, pad)
         say(f"naive: {naive:.1f} s ({naive / ours_sub.wall_seconds:.1f}x ours)")
     pool = subset or list(probe_set.probes)
-    # <= 8K tokens: the eager reference materialises heads x L x L scores (16K tokens needed 59 GiB and ran out)
+    # <= 8K tokens: the eager reference materialises heads x L x L scores (at 16K it ran out: docs/performance.md)
     check = [p for p in pool if p.n_tokens <= 8192][-request.check_logits :] if request.check_logits else []
     gc.collect()
     if device == "cuda":
@@ -240,7 +240,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         chunk_tokens=ours.chunk_tokens,
         max_memory_gib=request.max_memory_gib,
         attention=attention,
-        engine=ours.engine,
+        engine=ours.backend.engine,
         gpu=loaded.gpu_name or device,
         shape=request.shape,
         max_new_tokens=max_new,

@@ -119,9 +119,9 @@ def sdpa_context(kernel: str, device):
 
 
 # cuDNN builds an execution plan for every new (shape, causal) it sees, while FA2's kernels take any shape for free
-# (docs/performance.md: per-shape cost). NIAH probes bring new shapes all the time, so a call goes to cuDNN only
-# when its shape was planned before or its work is large enough to repay the plan: at about 600 against 340
-# TFLOP/s, 2e12 FLOPs per call over 32 layers save about a plan's cost.
+# (docs/performance.md: measurements behind the code). NIAH probes bring new shapes all the time, so a call goes
+# to cuDNN only when its shape was planned before or its work is large enough to repay the plan: at cuDNN's
+# nearly twice FA2's rate, 2e12 FLOPs per call over 32 layers save about a plan's cost.
 CUDNN_MIN_CALL_FLOPS = 2e12
 
 

@@ -40,26 +40,6 @@ class RunSummary:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
-    def engine(self) -> str:
-        return self.backend.engine
-
-    @property
-    def attention(self) -> str:
-        return self.backend.attention
-
-    @property
-    def device(self) -> str:
-        return self.backend.device
-
-    @property
-    def dtype(self) -> str:
-        return self.backend.dtype
-
-    @property
-    def gpu_name(self) -> str:
-        return self.backend.gpu_name
-
-    @property
     def effective_tflops(self) -> float:
         return self.effective_flops / self.wall_seconds / 1e12 if self.wall_seconds > 0 else 0.0
 
@@ -142,7 +122,7 @@ def render_summary(console, summary: RunSummary) -> None:
     )
     if summary.ran:
         line = f"wall {summary.wall_seconds:.1f} s after a {summary.load_seconds:.1f} s model load"
-        if summary.device == "cuda" and summary.wall_seconds > 0:
+        if summary.backend.device == "cuda" and summary.wall_seconds > 0:
             line += (
                 f"; {summary.effective_tflops:.0f} TFLOP/s effective (no-reuse FLOPs / wall), "
                 f"{summary.computed_flops / summary.wall_seconds / 1e12:.0f} TFLOP/s computed, "
@@ -156,7 +136,7 @@ def render_summary(console, summary: RunSummary) -> None:
         console.print(line)
         if summary.prefill_seconds:
             rate = ""
-            if summary.device == "cuda":
+            if summary.backend.device == "cuda":
                 rate = f" ({summary.prefill_tflops:.0f} TFLOP/s on the computed FLOPs)"
             layout = ""
             if summary.kv_rows:

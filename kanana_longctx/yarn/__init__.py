@@ -11,4 +11,5 @@ Module map (each imports neither torch nor transformers at import time):
 - files.py: config.json on disk: locate it, patch it atomically, keep the backup sidecar, restore it.
 - check.py: what the installed transformers computes, compared with rope_math (imports transformers lazily).
 - serving.py: vLLM, SGLang and llama.cpp flags for a patched model; why TGI is unsupported.
+- live.py: YaRN put on a live transformers config in memory (`niah --yarn`), read back from the built model.
 """
