@@ -35,7 +35,8 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 def test_show_without_action(model):
     result = invoke(model)
     assert result.exit_code == 0, result.output
-    assert "default (no scaling block)" in result.stdout and "500000 (top-level)" in result.stdout
+    assert "default (no block)" in result.stdout and "500000 (top-level)" in result.stdout
+    assert "--yarn would apply recipe kanana-1.5" in result.stdout
     assert "transformers" in result.stdout and "No YaRN" in result.stdout
 
 
@@ -168,7 +169,7 @@ def bad_model(tmp_path: Path, kind: str) -> str:
     [
         ("missing", "no such file"),
         ("no-config", "no config.json"),
-        ("invalid", "not valid JSON"),
+        ("invalid", "invalid JSON at line 1, column 9: expecting"),
         ("array", "must hold a JSON object"),
         ("unknown-hub", "not in the local Hugging Face cache"),
     ],
@@ -188,7 +189,8 @@ def test_bad_model_input(tmp_path, kind, fragment):
         (["--yarn", "--factor", "1"], "factor must be greater than 1"),
         (["--yarn", "--factor", "0.5"], "factor must be greater than 1"),
         (["--yarn", "--beta-fast", "2", "--beta-slow", "2"], "must be greater than beta_slow"),
-        (["--yarn", "--max-position-embeddings", "0"], "must be positive"),
+        (["--yarn", "--max-position-embeddings", "0"], "--max-positions must be a positive integer"),
+        (["--yarn", "--max-positions", "0"], "--max-positions must be a positive integer"),
         (["--factor", "2"], "--factor only applies with --yarn"),
         (["--no-yarn", "--force"], "--force only applies with --yarn"),
         (["--dry-run"], "--dry-run needs --yarn or --no-yarn"),
