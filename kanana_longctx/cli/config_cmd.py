@@ -19,6 +19,7 @@ from kanana_longctx.cli import app
 from kanana_longctx.cli.errors import friendly_errors, stderr
 from kanana_longctx.cli.options import (
     RecipeOpt,
+    parse_number,
     RevisionOpt,
     YarnBetaFastOpt,
     YarnBetaSlowOpt,
@@ -58,13 +59,18 @@ LayerTypesOpt = Annotated[
     ),
 ]
 MaxPositionsOpt = Annotated[
-    Optional[int],
-    typer.Option("--max-positions", help="Also set max_position_embeddings (left unchanged by default).", show_default=False),
+    Optional[str],
+    typer.Option(
+        "--max-positions",
+        help="Also set max_position_embeddings (left unchanged by default).",
+        metavar="INT",
+        show_default=False,
+    ),
 ]
 
 
-def _hidden(name: str, kind: type):
-    return Annotated[Optional[kind], typer.Option(name, hidden=True)]  # type: ignore[valid-type]
+def _hidden(name: str):
+    return Annotated[Optional[str], typer.Option(name, hidden=True)]
 
 
 # The spellings `config` had before the YaRN options were named alike across commands.
@@ -84,8 +90,12 @@ NEW_SPELLINGS = {
 }
 
 
-def _merge(name: str, new, old, used: dict[str, object]):
-    """The value given under either spelling (BadInput when both are given and differ); records the flag used."""
+def _merge(name: str, new_text, old_text, used: dict[str, object]):
+    """The number given under either spelling (BadInput when it is not a number, or both are given and differ);
+    records the flag used."""
+    kind = int if name in ("original", "max_positions") else float
+    new = parse_number(new_text, NEW_SPELLINGS[name], kind)
+    old = parse_number(old_text, OLD_SPELLINGS[name], kind)
     if new is not None and old is not None and new != old:
         raise BadInput(f"{NEW_SPELLINGS[name]} {new} and {OLD_SPELLINGS[name]} {old} disagree; give one")
     if new is not None or old is not None:
@@ -120,11 +130,11 @@ def config_command(
         ),
     ] = False,
     revision: RevisionOpt = None,
-    factor_old: _hidden("--factor", float) = None,
-    original_old: _hidden("--original-max-position-embeddings", int) = None,
-    beta_fast_old: _hidden("--beta-fast", float) = None,
-    beta_slow_old: _hidden("--beta-slow", float) = None,
-    max_positions_old: _hidden("--max-position-embeddings", int) = None,
+    factor_old: _hidden("--factor") = None,
+    original_old: _hidden("--original-max-position-embeddings") = None,
+    beta_fast_old: _hidden("--beta-fast") = None,
+    beta_slow_old: _hidden("--beta-slow") = None,
+    max_positions_old: _hidden("--max-position-embeddings") = None,
 ) -> None:
     """Show, apply, remove or verify YaRN RoPE scaling in a model's config.json."""
     used: dict[str, object] = {}
@@ -144,6 +154,10 @@ def config_command(
         raise BadInput("--dry-run needs --yarn or --no-yarn")
     if check and yarn is False:
         raise BadInput("--check verifies YaRN; run it without --no-yarn")
+    from kanana_longctx.yarn.recipes import RECIPE_NAMES
+
+    if recipe not in RECIPE_NAMES:
+        raise BadInput(f"--recipe must be one of {', '.join(RECIPE_NAMES)}; got '{recipe}'")
 
     from kanana_longctx.cli import config_render as render
     from kanana_longctx.yarn import files
@@ -158,28 +172,27 @@ def config_command(
         render.show(out, path, config)
         return
     on_wait = _waiting_note(path)
-    if yarn:
-        from kanana_longctx.yarn.recipes import recipe_for
+    if not yarn:
+        render.outcome(out, files.remove_yarn_file(path, dry_run=dry_run, on_wait=on_wait), dry_run)
+        return
+    from kanana_longctx.yarn.recipes import recipe_for
 
-        chosen = recipe_for(files.read_config_dict(path), recipe, layer_types=layer_types, **numbers)
-        side = stderr if dry_run else out
-        side.print(chosen.describe(), markup=False, soft_wrap=True)
-        for note in chosen.notes:
-            side.print(f"note: {note}", markup=False, soft_wrap=True)
-        outcome = files.apply_yarn_file(
-            path,
-            chosen.params,
-            layer_types=chosen.layer_types,
-            max_position_embeddings=max_positions,
-            force=force,
-            dry_run=dry_run,
-            on_wait=on_wait,
-        )
-    else:
-        outcome = files.remove_yarn_file(path, dry_run=dry_run, on_wait=on_wait)
+    chosen = recipe_for(files.read_config_dict(path), recipe, layer_types=layer_types, **numbers)
+    side = stderr if dry_run else out
+    side.print(chosen.describe(), markup=False, soft_wrap=True)
+    for note in chosen.notes:
+        side.print(f"note: {note}", markup=False, soft_wrap=True)
+    apply = dict(layer_types=chosen.layer_types, max_position_embeddings=max_positions, force=force)
+    preview = files.apply_yarn_file(path, chosen.params, dry_run=True, **apply)
+    # --check runs on the patched text before anything is written: a config transformers cannot even load is bad
+    # input, refused with nothing written; a check that runs and says no is reported after the write (exit 1).
+    result = _verify(preview.new_text, path) if check else None
+    outcome = preview if dry_run else files.apply_yarn_file(path, chosen.params, on_wait=on_wait, **apply)
     render.outcome(out, outcome, dry_run)
     if check:
-        _check(out, model, path, load_object(outcome.new_text, str(path)), in_memory=dry_run)
+        if outcome.new_text != preview.new_text:  # another process changed the file in between
+            result = _verify(outcome.new_text, path)
+        _report(out, model, path, load_object(outcome.new_text, str(path)), result, in_memory=dry_run)
 
 
 def _waiting_note(path: Path):
@@ -190,11 +203,22 @@ def _waiting_note(path: Path):
     return note
 
 
-def _check(out: Console, model: str, path: Path, config: dict, in_memory: bool = False) -> None:
-    from kanana_longctx.cli import config_render as render
+def _verify(text: str, path: Path):
+    from kanana_longctx.yarn.jsontext import load_object
     from kanana_longctx.yarn.verify import check_config
 
-    result = check_config(config)
+    return check_config(load_object(text, str(path)))
+
+
+def _check(out: Console, model: str, path: Path, config: dict) -> None:
+    from kanana_longctx.yarn.verify import check_config
+
+    _report(out, model, path, config, check_config(config), in_memory=False)
+
+
+def _report(out: Console, model: str, path: Path, config: dict, result, in_memory: bool) -> None:
+    from kanana_longctx.cli import config_render as render
+
     render.check(out, model, path, config, result, in_memory)
     if not result.passed:
         raise CheckFailed(f"YaRN check failed: {result.all_problems()[0]}")

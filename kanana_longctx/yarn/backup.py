@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from kanana_longctx.errors import BadInput, ConfigError
+from kanana_longctx.errors import BadInput, ConfigError, one_line
 from kanana_longctx.yarn.jsontext import load_json
 from kanana_longctx.yarn.params import RopeSettings, YarnParams, nested_rope_keys
 
@@ -129,7 +129,7 @@ def read_backup(config_path: Path) -> BackupRecord | None:
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"the backup record {path} is unreadable ({exc}); move it away and retry") from None
+        raise ConfigError(f"the backup record {path} is unreadable ({one_line(exc)}); move it away and retry") from None
     data = load_json(text, str(path))
     try:
         record = BackupRecord.from_dict(data)

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from kanana_longctx.errors import BadInput, ConfigError
+from kanana_longctx.errors import BadInput, ConfigError, one_line
 from kanana_longctx.yarn.params import DEFAULT_ROPE_THETA, RopeSettings
 from kanana_longctx.yarn.rope_math import (
     ExpectedRope,
@@ -63,12 +63,14 @@ def load_transformers_config(config: Mapping[str, Any]):
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     model_type = config.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise ConfigError(f"'model_type' must be a string, got {type(model_type).__name__}")
     config_class = CONFIG_MAPPING[model_type] if model_type in CONFIG_MAPPING else CONFIG_MAPPING["llama"]
     try:
         return config_class.from_dict(dict(config))
     except Exception as exc:  # transformers raises ValueError/KeyError/TypeError for configs it rejects
         raise ConfigError(
-            f"transformers {transformers.__version__} cannot load this config: {type(exc).__name__}: {exc}"
+            f"transformers {transformers.__version__} cannot load this config: {type(exc).__name__}: {one_line(exc)}"
         ) from None
 
 
@@ -189,7 +191,7 @@ def _compute(config, rope_type: str, dim: int, theta: float, layer_type: str | N
         else:
             inv_freq, attention = function(config, "cpu", layer_type=layer_type)
     except Exception as exc:  # a block transformers cannot compute (missing keys, wrong lengths)
-        raise ConfigError(f"transformers cannot compute '{rope_type}' RoPE for this config: {exc}") from None
+        raise ConfigError(f"transformers cannot compute '{rope_type}' RoPE for this config: {one_line(exc)}") from None
     return [float(x) for x in inv_freq.double().tolist()], float(attention)
 
 

@@ -142,8 +142,9 @@ def _atomic_symlink(path: Path, target: str) -> None:
 
 
 def _locked(path: Path, dry_run: bool, on_wait: OnWait | None):
-    """The file's lock for a real write; nothing for a dry run (it writes nothing and reads one snapshot)."""
-    if dry_run:
+    """The file's lock for a real write; nothing for a dry run (it writes nothing and reads one snapshot), nor in a
+    directory we cannot write in (no command can change the file there; a write is refused by ensure_writable)."""
+    if dry_run or not os.access(Path(path).parent, os.W_OK | os.X_OK):
         return contextlib.nullcontext()
     return exclusive_lock(path, on_wait=on_wait)
 

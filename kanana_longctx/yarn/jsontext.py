@@ -57,17 +57,36 @@ def json_error(name: str, exc: json.JSONDecodeError) -> str:
     return f"{name}: invalid JSON at line {exc.lineno}, column {exc.colno}: {message}"
 
 
+# Real configs nest 3 or 4 levels; anything far deeper is malformed, and would make recursive code downstream
+# (copies, transformers' config classes) hit Python's recursion limit.
+MAX_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def load_json(text: str, name: str = "config.json"):
     """json.loads with one-line errors for every malformed input: syntax, NaN/Infinity (not JSON), numbers with
-    thousands of digits, nesting too deep for the parser."""
+    thousands of digits, nesting deeper than MAX_DEPTH."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ConfigError(json_error(name, exc)) from None
     except RecursionError:
-        raise ConfigError(f"{name}: invalid JSON: nested too deeply to read") from None
+        raise ConfigError(f"{name}: invalid JSON: nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as exc:  # parse_constant, and int() refusing a number of more than 4300 digits
         raise ConfigError(f"{name}: invalid JSON: {exc}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{name}: invalid JSON: nested more than {MAX_DEPTH} levels deep")
+    return data
 
 
 def load_object(text: str, name: str = "config.json") -> dict:

@@ -38,6 +38,7 @@ from kanana_longctx.yarn.params import (
     nested_rope_keys,
     positive_int,
 )
+from kanana_longctx.yarn.rope_math import rotary_dim
 
 # Top-level keys the patch may touch, in the order it touches them, with where a missing one is inserted.
 ANCHORS: dict[str, tuple[str, ...]] = {
@@ -193,6 +194,7 @@ def _plan_flat(config: Mapping[str, Any], params: YarnParams, force: bool, repla
             f"set the top-level original_max_position_embeddings ({config['original_max_position_embeddings']}) "
             f"to {params.original_max_position_embeddings}: it overrides the block's in transformers 5 and vLLM"
         )
+    rotary_dim(config)  # a config without a usable head size cannot be given YaRN that anyone could compute
     return Plan(updates=updates, notes=tuple(notes), replaced_scaling=replaced)
 
 
@@ -212,7 +214,8 @@ def _plan_layers(
         if block is None:
             raise ConfigError(f"the '{layer_type}' layers have no RoPE (their block is null); nothing to scale")
         settings = RopeSettings.from_config(config, layer_type)
-        where = f"'s {layer_type} layers"
+        rotary_dim(config, block)
+        where = f" ({layer_type} layers)"
         kind = _block_type(block)
         if kind not in NO_SCALING_TYPES and kind != YARN_TYPE:
             _refuse_other_scaling(kind, force, where)

@@ -22,6 +22,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
+from kanana_longctx.errors import one_line
 from kanana_longctx.yarn.check import CheckReport, check_config_dict, load_transformers_config, transformers_rope
 from kanana_longctx.yarn.params import YarnParams, nested_rope_keys
 from kanana_longctx.yarn.rope_math import is_mla, max_relative_difference
@@ -94,7 +95,7 @@ def softmax_probe(config: Mapping[str, Any], params: YarnParams) -> ModelProbe:
         with _Quiet(), torch.device("meta"):
             model = AutoModelForCausalLM.from_config(small)
     except Exception as exc:  # no causal-LM class, or one that rejects the config
-        return ModelProbe(name, None, f"not verified: transformers cannot build this model ({type(exc).__name__}: {exc})")
+        return ModelProbe(name, None, f"not verified: transformers cannot build this model ({type(exc).__name__}: {one_line(exc)})")
     for module in model.modules():
         scaling = getattr(module, "scaling", None)
         if "Attention" in type(module).__name__ and isinstance(scaling, float):
@@ -131,7 +132,7 @@ def rotary_class_probes(config: Mapping[str, Any], layer_types: Sequence[str]) -
         with _Quiet():
             rotary = rotary_class(config=config_obj)
     except Exception as exc:
-        detail = f"{rotary_class.__name__} cannot read per-layer-type rope_parameters ({type(exc).__name__}: {exc})"
+        detail = f"{rotary_class.__name__} cannot read per-layer-type rope_parameters ({type(exc).__name__}: {one_line(exc)})"
         return [ModelProbe(name, False, detail, t) for t in layer_types]
     probes = []
     for layer_type in layer_types:
