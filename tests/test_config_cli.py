@@ -258,7 +258,7 @@ def test_tables_fit_80_columns(tmp_path, example):
     "example,recipe,changed",
     [
         ("kanana-like-8b", "recipe kanana-1.5 (chosen from the config: LlamaForCausalLM", '+    "beta_fast": 64.0,'),
-        ("kanana-2-30b-a3b-like", "recipe kanana-2 (chosen from the config: MLA attention", '+    "mscale_all_dim": 1.0,'),
+        ("kanana-2-30b-a3b-like", "recipe kanana-2 (chosen from the config: MLA", '+    "mscale_all_dim": 1.0,'),
         ("kanana-2-1.3b-like", "layer types: full_attention", '+      "factor": 4.0,'),
     ],
 )

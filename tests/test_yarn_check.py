@@ -135,7 +135,8 @@ def test_yarn_not_read_at_all_is_not_called_the_version_trap(monkeypatch):
     """A file with YaRN only in rope_parameters, read by transformers 4 (which reads only rope_scaling)."""
     config = apply_yarn_to_config_dict(example(), YarnParams())
     del config["rope_scaling"]
-    monkeypatch.setattr(check, "transformers_rope", lambda c, layer_type=None: fake_actual(c, "4.53.3", 1.0, rope_type="default"))
+    fake = lambda c, layer_type=None: fake_actual(c, "4.53.3", 1.0, rope_type="default")  # noqa: E731
+    monkeypatch.setattr(check, "transformers_rope", fake)
     report = check.check_config_dict(config)
     assert not report.passed and not report.trap
     assert "reads rope type 'default'" in report.problems[0] and "only rope_scaling" in report.problems[0]

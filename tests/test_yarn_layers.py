@@ -107,7 +107,8 @@ def test_check_fails_on_the_unpatched_example_and_on_a_class_that_ignores_layer_
     result = check_config(llama)
     assert all(r.passed for r in result.reports)  # the rotary functions alone would say yes ...
     assert not result.passed and result.probes[0].ok is False  # ... but LlamaRotaryEmbedding cannot read the blocks
-    assert "LlamaRotaryEmbedding keeps no full_attention block: it uses one RoPE for every layer" in result.probes[0].detail
+    detail = result.probes[0].detail
+    assert "LlamaRotaryEmbedding keeps no full_attention block: it uses one RoPE for every layer" in detail
     remote = {**llama, "model_type": "kanana2-remote-code"}
     probes = check_config(remote).probes
     assert probes and all(p.ok is None and "not in transformers" in p.detail for p in probes)

@@ -52,7 +52,8 @@ def test_per_layer_type_config_gets_kanana2_on_full_attention_only():
     assert recipe.name == "kanana-2" and recipe.layer_types == ("full_attention",)
     assert recipe.params == YarnParams(4.0, 32768, 32.0, 1.0)  # no mscale pair outside MLA
     assert any("mscale/mscale_all_dim left out" in note for note in recipe.notes)
-    assert recipe_for(example(KANANA_2_SMALL), layer_types=["all"]).layer_types == ("full_attention", "sliding_attention")
+    everything = recipe_for(example(KANANA_2_SMALL), layer_types=["all"])
+    assert everything.layer_types == ("full_attention", "sliding_attention")
     assert recipe_for(example(KANANA_2_SMALL), layer_types=["sliding_attention,full_attention"]).layer_types == (
         "sliding_attention",
         "full_attention",
@@ -129,10 +130,13 @@ def test_live_updates_for_transformers_4_and_plain_rope():
     config = example(KANANA_15)
     recipe = recipe_for(config)
     v4 = live_rope_updates(config, recipe, transformers_major=4)
-    assert v4["rope_theta"] == 500000.0 and "rope_theta" not in v4["rope_scaling"] and v4["rope_scaling"]["factor"] == 4.4
+    assert v4["rope_theta"] == 500000.0
+    assert "rope_theta" not in v4["rope_scaling"] and v4["rope_scaling"]["factor"] == 4.4
     assert plain_rope_updates(config) == {"rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}}
     assert plain_rope_updates(config, 4) == {"rope_scaling": None, "rope_theta": 500000.0}
-    small = apply_yarn_to_config_dict(example(KANANA_2_SMALL), YarnParams(4.0, 32768, 32, 1), layer_types=["full_attention"])
+    small = apply_yarn_to_config_dict(
+        example(KANANA_2_SMALL), YarnParams(4.0, 32768, 32, 1), layer_types=["full_attention"]
+    )
     assert plain_rope_updates(small)["rope_parameters"] == example(KANANA_2_SMALL)["rope_parameters"]
     with pytest.raises(BadInput, match="need transformers 5"):
         live_rope_updates(example(KANANA_2_SMALL), recipe_for(example(KANANA_2_SMALL)), transformers_major=4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,17 +15,10 @@ from kanana_longctx.errors import BadInput, ConfigError
 from kanana_longctx.filelock import exclusive_lock, lock_path
 from kanana_longctx.yarn import files
 from kanana_longctx.yarn.params import YarnParams
+from test_yarn_files import config  # noqa: F401  (the fixture: a copy of the example in its own directory)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "kanana-like-8b-config.json"
-
-
-@pytest.fixture
-def config(tmp_path) -> Path:
-    path = tmp_path / "model" / "config.json"
-    path.parent.mkdir()
-    shutil.copyfile(EXAMPLE, path)
-    return path
 
 
 def state(directory: Path) -> dict[str, bytes]:
@@ -84,21 +76,27 @@ def test_backup_that_is_not_an_object_is_one_clear_error(config, text):
     assert state(config.parent) == before
 
 
-def test_stale_backup_beside_a_config_without_yarn_changes_nothing(config):
-    files.apply_yarn_file(config, YarnParams())
-    # the user puts an edited copy of the original in place, without YaRN, and forgets the sidecar
+def _edited_original(config: Path) -> None:
+    """The user puts an edited copy of the original in place, without YaRN, and forgets the sidecar."""
     config.write_text(EXAMPLE.read_text().replace('"use_cache": true', '"use_cache": false'))
-    before = state(config.parent)
-    with pytest.raises(ConfigError, match=r"no longer holds the YaRN its backup recorded .* found rope type 'default'"):
-        files.remove_yarn_file(config)
-    assert state(config.parent) == before
 
 
-def test_other_yarn_than_recorded_changes_nothing(config):
-    files.apply_yarn_file(config, YarnParams())
+def _factor_changed_by_hand(config: Path) -> None:
     config.write_text(config.read_text().replace('"factor": 4.4', '"factor": 2.0'))
+
+
+@pytest.mark.parametrize(
+    "edit,found",
+    [
+        (_edited_original, r"no longer holds the YaRN its backup recorded .* found rope type 'default'"),
+        (_factor_changed_by_hand, r"found other YaRN in rope_scaling \(factor 2 over 32768"),
+    ],
+)
+def test_no_yarn_acts_only_on_the_yarn_the_backup_recorded(config, edit, found):
+    files.apply_yarn_file(config, YarnParams())
+    edit(config)
     before = state(config.parent)
-    with pytest.raises(ConfigError, match=r"found other YaRN in rope_scaling \(factor 2 over 32768"):
+    with pytest.raises(ConfigError, match=found):
         files.remove_yarn_file(config)
     assert state(config.parent) == before
 
@@ -167,7 +165,8 @@ def test_a_second_process_waits_for_the_lock(config):
         try:
             line = proc.stderr.readline().decode()
             assert line.startswith(f"waiting for process {os.getpid()}, which is changing {config}")
-            assert state(config.parent) == {"config.json": EXAMPLE.read_bytes(), lock_path(config).name: str(os.getpid()).encode()}
+            held = {"config.json": EXAMPLE.read_bytes(), lock_path(config).name: str(os.getpid()).encode()}
+            assert state(config.parent) == held
         except BaseException:
             proc.kill()
             raise
@@ -192,7 +191,10 @@ WORKER = textwrap.dedent(
     path, factors = sys.argv[1], sys.argv[2].split(",")
     codes = []
     for i in range(int(sys.argv[3])):
-        args = ["config", path, "--yarn", "--yarn-factor", factors[i % len(factors)]] if i % 2 == 0 else ["config", path, "--no-yarn"]
+        if i % 2 == 0:
+            args = ["config", path, "--yarn", "--yarn-factor", factors[i % len(factors)]]
+        else:
+            args = ["config", path, "--no-yarn"]
         try:
             app(args, standalone_mode=False)
             codes.append(0)

@@ -126,7 +126,8 @@ def config_command(
     force: Annotated[
         bool,
         typer.Option(
-            "--force", help="Replace existing scaling (llama3, linear, or YaRN we did not write); --no-yarn restores it."
+            "--force",
+            help="Replace existing scaling (llama3, linear, or YaRN we did not write); --no-yarn restores it.",
         ),
     ] = False,
     revision: RevisionOpt = None,
@@ -145,7 +146,8 @@ def config_command(
         "beta_slow": _merge("beta_slow", yarn_beta_slow, beta_slow_old, used),
     }
     max_positions = _merge("max_positions", max_positions, max_positions_old, used)
-    used.update({"--recipe": None if recipe == "auto" else recipe, "--layer-types": layer_types, "--force": force or None})
+    used.update({"--recipe": None if recipe == "auto" else recipe, "--layer-types": layer_types})
+    used["--force"] = force or None
     misplaced = [flag for flag, value in used.items() if value is not None]
     if yarn is not True and misplaced:
         verb = "applies" if len(misplaced) == 1 else "apply"

@@ -103,7 +103,8 @@ def _show_block(out: Console, path: Path, config: dict, settings, actual) -> boo
     table.add_row("rope_theta", f"{settings.rope_theta:g} ({theta_source})", f"{actual.rope_theta:g}")
     table.add_row("factor", _fmt(settings.factor), f"{actual.max_ratio:.6g} (freq. ratio)")
     table.add_row("original ctx", _fmt(original, "d"), _fmt(actual.original_max_position_embeddings, "d"))
-    table.add_row("max_position", _fmt(settings.max_position_embeddings, "d"), _fmt(actual.max_position_embeddings, "d"))
+    mpe = (settings.max_position_embeddings, actual.max_position_embeddings)
+    table.add_row("max_position", _fmt(mpe[0], "d"), _fmt(mpe[1], "d"))
     table.add_row("effective ctx", _fmt(declared_context, "d"), _fmt(effective_context(settings, actual), "d"))
     table.add_row(
         "attention",
@@ -130,7 +131,8 @@ def outcome(out: Console, result, dry_run: bool) -> None:
     side = stderr if dry_run else out
     if not result.changed:
         if result.action == "yarn":
-            side.print(f"YaRN is already applied as asked in {result.path}; nothing changed.", markup=False, soft_wrap=True)
+            text = f"YaRN is already applied as asked in {result.path}; nothing changed."
+            side.print(text, markup=False, soft_wrap=True)
         else:
             text = result.notes[0] if result.notes else "nothing to change"
             side.print(f"{result.path}: {text}.", markup=False, soft_wrap=True)
@@ -161,7 +163,8 @@ def _check_table(out: Console, title: str, report) -> None:
         table.add_column("independent YaRN", no_wrap=True)
         table.add_column("", no_wrap=True)
         table.add_row("rope type", a.rope_type, "yarn", _mark(a.rope_type == "yarn"))
-        table.add_row("rope_theta", f"{a.rope_theta:g}", f"{e.rope_theta:g}", _mark(rel(a.rope_theta, e.rope_theta) < 1e-9))
+        theta_ok = rel(a.rope_theta, e.rope_theta) < 1e-9
+        table.add_row("rope_theta", f"{a.rope_theta:g}", f"{e.rope_theta:g}", _mark(theta_ok))
         table.add_row(
             "attention factor",
             f"{a.attention_factor:.6f}",
@@ -169,10 +172,15 @@ def _check_table(out: Console, title: str, report) -> None:
             _mark(rel(a.attention_factor, e.attention_factor) < 1e-6),
         )
         table.add_row(
-            "largest freq. ratio", f"{a.max_ratio:.6g}", f"{e.max_ratio:.6g}", _mark(rel(a.max_ratio, e.max_ratio) < INV_FREQ_RTOL)
+            "largest freq. ratio",
+            f"{a.max_ratio:.6g}",
+            f"{e.max_ratio:.6g}",
+            _mark(rel(a.max_ratio, e.max_ratio) < INV_FREQ_RTOL),
         )
-        table.add_row("inverse freqs", f"{len(a.inv_freq)} values", f"max rel diff {diff:.1e}", _mark(diff <= INV_FREQ_RTOL))
-        table.add_row("effective context", _fmt(effective_context(report.settings, a), "d"), str(e.params.effective_context), "")
+        freqs_ok = _mark(diff <= INV_FREQ_RTOL)
+        table.add_row("inverse freqs", f"{len(a.inv_freq)} values", f"max rel diff {diff:.1e}", freqs_ok)
+        ours = _fmt(effective_context(report.settings, a), "d")
+        table.add_row("effective context", ours, str(e.params.effective_context), "")
     else:
         table.add_column("the file", no_wrap=True)
         table.add_column("", no_wrap=True)
@@ -200,7 +208,8 @@ def check(out: Console, model: str, path: Path, config: dict, result, in_memory:
     for probe in result.probes:
         state = {True: "[green]ok[/]", False: "[bold red]DIFF[/]", None: "[yellow]not verified[/]"}[probe.ok]
         of = f" of {probe.layer_type}" if probe.layer_type else ""
-        expected = f" (expected {probe.expected:.6f})" if probe.expected is not None and probe.name == "softmax scale" else ""
+        shown = probe.expected is not None and probe.name == "softmax scale"
+        expected = f" (expected {probe.expected:.6f})" if shown else ""
         out.print(f"{probe.name}{of}: {probe.detail}{expected} {state}", soft_wrap=True, highlight=False)
     for problem in result.all_problems():
         out.print(f"[bold red]problem:[/] {problem}", soft_wrap=True)

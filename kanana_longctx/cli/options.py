@@ -31,11 +31,15 @@ YarnOriginalOpt = Annotated[
 ]
 YarnBetaFastOpt = Annotated[
     Optional[str],
-    typer.Option("--yarn-beta-fast", help="YaRN beta_fast \\[default: the recipe's]", metavar="FLOAT", show_default=False),
+    typer.Option(
+        "--yarn-beta-fast", help="YaRN beta_fast \\[default: the recipe's]", metavar="FLOAT", show_default=False
+    ),
 ]
 YarnBetaSlowOpt = Annotated[
     Optional[str],
-    typer.Option("--yarn-beta-slow", help="YaRN beta_slow \\[default: the recipe's]", metavar="FLOAT", show_default=False),
+    typer.Option(
+        "--yarn-beta-slow", help="YaRN beta_slow \\[default: the recipe's]", metavar="FLOAT", show_default=False
+    ),
 ]
 
 

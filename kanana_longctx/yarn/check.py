@@ -251,7 +251,9 @@ def _check_plain(settings: RopeSettings, actual: TransformersRope) -> CheckRepor
             f"{actual.attention_factor:.6f}), not the plain RoPE the file declares"
         )
     if _rel(actual.rope_theta, settings.rope_theta) > 1e-9:
-        problems.append(f"transformers uses rope_theta {actual.rope_theta:g}{where}; the file means {settings.rope_theta:g}")
+        problems.append(
+            f"transformers uses rope_theta {actual.rope_theta:g}{where}; the file means {settings.rope_theta:g}"
+        )
     fixes = ("re-run `kanana-longctx config MODEL --yarn` and check again; see docs/yarn.md",) if problems else ()
     return CheckReport(not problems, actual, None, settings, tuple(problems), fixes, diff, False)
 

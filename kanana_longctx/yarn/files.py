@@ -174,7 +174,8 @@ def apply_yarn_file(
     holding the file's lock from the first read to the last write."""
     path = Path(path)
     with _locked(path, dry_run, on_wait):
-        return _apply(path, params, tuple(layer_types) if layer_types else None, max_position_embeddings, force, dry_run)
+        types = tuple(layer_types) if layer_types else None
+        return _apply(path, params, types, max_position_embeddings, force, dry_run)
 
 
 def _apply(path, params, layer_types, max_position_embeddings, force, dry_run) -> FileOutcome:

@@ -84,7 +84,8 @@ def _blocks(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(where, block) for every RoPE block: the two flat keys, or each per-layer-type block."""
     nested = nested_rope_keys(config)
     found = [(f"rope_parameters.{t}", config["rope_parameters"][t]) for t in nested]
-    return found + [(key, config.get(key)) for key in ("rope_scaling", "rope_parameters") if not nested or key == "rope_scaling"]
+    flat_keys = ("rope_scaling",) if nested else ("rope_scaling", "rope_parameters")
+    return found + [(key, config.get(key)) for key in flat_keys]
 
 
 def existing_scaling(config: Mapping[str, Any]) -> str | None:
@@ -223,7 +224,9 @@ def _plan_layers(
             notes.append(f"replaced the existing '{kind}' RoPE scaling of {layer_type} (--no-yarn restores it)")
         _refuse_other_yarn(settings.yarn_params() if settings.is_yarn else None, params, replace_yarn or force, where)
         if settings.theta_source == "default":
-            notes.append(f"{layer_type} has no rope_theta; wrote transformers' default {DEFAULT_ROPE_THETA:g} explicitly")
+            notes.append(
+                f"{layer_type} has no rope_theta; wrote transformers' default {DEFAULT_ROPE_THETA:g} explicitly"
+            )
         new_block = yarn_block(params, settings.rope_theta, kept=block)
         if new_block != block:
             layer_updates[layer_type] = new_block

@@ -226,7 +226,8 @@ def live_rope_updates(config: Mapping[str, Any], recipe: YarnRecipe, transformer
         raise ConfigError("per-layer-type rope_parameters need transformers 5")
     nested = copy.deepcopy(dict(config["rope_parameters"]))
     for layer_type in recipe.layer_types:
-        nested[layer_type] = {**(nested.get(layer_type) or {}), **_live_block(recipe.params, _theta(config, layer_type))}
+        block = _live_block(recipe.params, _theta(config, layer_type))
+        nested[layer_type] = {**(nested.get(layer_type) or {}), **block}
     return {"rope_parameters": nested}
 
 

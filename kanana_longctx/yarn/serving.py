@@ -140,7 +140,8 @@ def serving_hints(
                 if verified
                 else "",
                 "TGI reads YaRN from config.json rope_scaling and hard-codes beta_fast 32 / beta_slow 1, which this "
-                + ("recipe matches. TGI is in maintenance mode." if verified else f"recipe matches; not offered: {caveat}."),
+                + ("recipe matches. TGI is in maintenance mode." if verified else "recipe matches; not offered: ")
+                + ("" if verified else f"{caveat}."),
             )
         )
     return hints

@@ -73,7 +73,8 @@ def _unknown(name: str, config: Mapping[str, Any], layer_type: str | None = None
     return ModelProbe(
         name,
         None,
-        f"not verified: model_type {config.get('model_type')!r} is not in transformers (its own remote code is not run)",
+        f"not verified: model_type {config.get('model_type')!r} is not in transformers "
+        "(its own remote code is not run)",
         layer_type,
     )
 
@@ -95,7 +96,8 @@ def softmax_probe(config: Mapping[str, Any], params: YarnParams) -> ModelProbe:
         with _Quiet(), torch.device("meta"):
             model = AutoModelForCausalLM.from_config(small)
     except Exception as exc:  # no causal-LM class, or one that rejects the config
-        return ModelProbe(name, None, f"not verified: transformers cannot build this model ({type(exc).__name__}: {one_line(exc)})")
+        why = f"{type(exc).__name__}: {one_line(exc)}"
+        return ModelProbe(name, None, f"not verified: transformers cannot build this model ({why})")
     for module in model.modules():
         scaling = getattr(module, "scaling", None)
         if "Attention" in type(module).__name__ and isinstance(scaling, float):
@@ -127,12 +129,14 @@ def rotary_class_probes(config: Mapping[str, Any], layer_types: Sequence[str]) -
     config_obj = load_transformers_config(config)
     rotary_class = _rotary_class(config_obj)
     if rotary_class is None:
-        return [ModelProbe(name, None, f"not verified: no rotary-embedding class for {config['model_type']}", t) for t in layer_types]
+        detail = f"not verified: no rotary-embedding class for {config['model_type']}"
+        return [ModelProbe(name, None, detail, t) for t in layer_types]
     try:
         with _Quiet():
             rotary = rotary_class(config=config_obj)
     except Exception as exc:
-        detail = f"{rotary_class.__name__} cannot read per-layer-type rope_parameters ({type(exc).__name__}: {one_line(exc)})"
+        why = f"{type(exc).__name__}: {one_line(exc)}"
+        detail = f"{rotary_class.__name__} cannot read per-layer-type rope_parameters ({why})"
         return [ModelProbe(name, False, detail, t) for t in layer_types]
     probes = []
     for layer_type in layer_types:
@@ -145,7 +149,9 @@ def rotary_class_probes(config: Mapping[str, Any], layer_types: Sequence[str]) -
         reference = transformers_rope(config, layer_type)
         diff = max_relative_difference(reference.inv_freq, [float(x) for x in inv.double().tolist()])
         ok = diff <= SCALE_RTOL and abs(float(scaling) - reference.attention_factor) <= SCALE_RTOL
-        detail = f"{rotary_class.__name__}: attention factor {float(scaling):.6f}, inverse frequencies within {diff:.1e}"
+        detail = (
+            f"{rotary_class.__name__}: attention factor {float(scaling):.6f}, inverse frequencies within {diff:.1e}"
+        )
         probes.append(ModelProbe(name, ok, detail, layer_type, reference.attention_factor, float(scaling)))
     return probes
 
@@ -171,7 +177,9 @@ class ConfigCheck:
         for report in self.reports:
             where = f"{report.settings.layer_type}: " if report.settings.layer_type else ""
             found += [where + p for p in report.problems]
-        found += [f"{p.name}{' of ' + p.layer_type if p.layer_type else ''}: {p.detail}" for p in self.probes if p.ok is False]
+        for probe in self.probes:
+            if probe.ok is False:
+                found.append(f"{probe.name}{' of ' + probe.layer_type if probe.layer_type else ''}: {probe.detail}")
         return found
 
     def to_dict(self) -> dict:
