@@ -137,3 +137,10 @@ def test_mla_check_verifies_the_softmax_scale(monkeypatch):
     result = check_config(config)
     assert not result.passed and result.probes[0].ok is False
     assert "softmax scale: DeepseekV3Attention multiplies 1/sqrt(192) by 1.000000" in result.all_problems()[0]
+
+
+def test_mla_config_of_an_unknown_model_type_is_read_as_deepseek_and_the_softmax_left_unverified():
+    config = {**load_object(patched(MLA)), "model_type": "kanana2-remote-code", "architectures": ["Kanana2ForCausalLM"]}
+    result = check_config(config)
+    assert result.reports[0].passed and result.reports[0].actual.config_class == "DeepseekV3Config"
+    assert result.passed and result.probes[0].ok is None and "not verified" in result.probes[0].detail

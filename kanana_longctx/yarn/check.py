@@ -25,6 +25,7 @@ from kanana_longctx.yarn.rope_math import (
     ExpectedRope,
     default_inv_freq,
     expected_rope,
+    is_mla,
     max_ratio,
     max_relative_difference,
     rotary_dim,
@@ -58,14 +59,17 @@ def _transformers():
 
 
 def load_transformers_config(config: Mapping[str, Any]):
-    """A transformers config object for this dict (the model_type's class; Llama when it names none it knows)."""
+    """A transformers config object for this dict (the model_type's class; else DeepSeek-V3's for MLA, Llama's)."""
     transformers = _transformers()
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     model_type = config.get("model_type")
     if model_type is not None and not isinstance(model_type, str):
         raise ConfigError(f"'model_type' must be a string, got {type(model_type).__name__}")
-    config_class = CONFIG_MAPPING[model_type] if model_type in CONFIG_MAPPING else CONFIG_MAPPING["llama"]
+    if model_type in CONFIG_MAPPING:
+        config_class = CONFIG_MAPPING[model_type]
+    else:  # remote code: read it as the closest transformers class (MLA's rotary part is qk_rope_head_dim wide)
+        config_class = CONFIG_MAPPING["deepseek_v3" if is_mla(config) else "llama"]
     try:
         return config_class.from_dict(dict(config))
     except Exception as exc:  # transformers raises ValueError/KeyError/TypeError for configs it rejects
