@@ -47,3 +47,9 @@ class CheckFailed(KananaError):
 
 class DeviceError(BadInput):
     """The requested device, dtype or attention kernel is not available here."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A library exception's text on one line (transformers' validation errors span several), cut at `limit`."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

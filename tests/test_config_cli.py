@@ -35,7 +35,8 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 def test_show_without_action(model):
     result = invoke(model)
     assert result.exit_code == 0, result.output
-    assert "default (no scaling block)" in result.stdout and "500000 (top-level)" in result.stdout
+    assert "default (no block)" in result.stdout and "500000 (top-level)" in result.stdout
+    assert "--yarn would apply recipe kanana-1.5" in result.stdout
     assert "transformers" in result.stdout and "No YaRN" in result.stdout
 
 
@@ -168,7 +169,7 @@ def bad_model(tmp_path: Path, kind: str) -> str:
     [
         ("missing", "no such file"),
         ("no-config", "no config.json"),
-        ("invalid", "not valid JSON"),
+        ("invalid", "invalid JSON at line 1, column 9: expecting"),
         ("array", "must hold a JSON object"),
         ("unknown-hub", "not in the local Hugging Face cache"),
     ],
@@ -188,7 +189,8 @@ def test_bad_model_input(tmp_path, kind, fragment):
         (["--yarn", "--factor", "1"], "factor must be greater than 1"),
         (["--yarn", "--factor", "0.5"], "factor must be greater than 1"),
         (["--yarn", "--beta-fast", "2", "--beta-slow", "2"], "must be greater than beta_slow"),
-        (["--yarn", "--max-position-embeddings", "0"], "must be positive"),
+        (["--yarn", "--max-position-embeddings", "0"], "--max-positions must be a positive integer"),
+        (["--yarn", "--max-positions", "0"], "--max-positions must be a positive integer"),
         (["--factor", "2"], "--factor only applies with --yarn"),
         (["--no-yarn", "--force"], "--force only applies with --yarn"),
         (["--dry-run"], "--dry-run needs --yarn or --no-yarn"),
@@ -218,3 +220,123 @@ def test_cli_import_stays_light():
     code = "import sys, kanana_longctx.cli; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+EXAMPLES = EXAMPLE.parent
+ALL_EXAMPLES = sorted(EXAMPLES.glob("*-config.json"))
+
+
+def invoke80(*args: str):
+    return runner.invoke(app, ["config", *map(str, args)], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+
+
+def test_help_fits_80_columns_with_one_naming():
+    result = invoke80("--help")
+    assert result.exit_code == 0
+    assert "…" not in result.stdout and max(map(len, result.stdout.splitlines())) <= 80
+    for flag in ("--yarn-factor", "--yarn-original", "--yarn-beta-fast", "--yarn-beta-slow", "--recipe",
+                 "--layer-types", "--max-positions"):
+        assert flag in result.stdout
+    for old in ("--factor ", "--original-max-position-embeddings", "--beta-fast ", "--max-position-embeddings"):
+        assert old not in result.stdout  # still accepted, no longer shown
+
+
+@pytest.mark.parametrize("example", ALL_EXAMPLES, ids=lambda p: p.name)
+def test_tables_fit_80_columns(tmp_path, example):
+    directory = tmp_path / "m"
+    directory.mkdir()
+    shutil.copyfile(example, directory / "config.json")
+    for args in ([], ["--yarn", "--check"], []):
+        result = invoke80(directory, *args)
+        assert result.exit_code == 0, result.output
+        table_lines = [line for line in result.stdout.splitlines() if line[:1] in "┏┃┡│└"]
+        assert table_lines and all(len(line) <= 80 for line in table_lines)
+        assert "…" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    "example,recipe,changed",
+    [
+        ("kanana-like-8b", "recipe kanana-1.5 (chosen from the config: LlamaForCausalLM", '+    "beta_fast": 64.0,'),
+        ("kanana-2-30b-a3b-like", "recipe kanana-2 (chosen from the config: MLA", '+    "mscale_all_dim": 1.0,'),
+        ("kanana-2-1.3b-like", "layer types: full_attention", '+      "factor": 4.0,'),
+    ],
+)
+def test_examples_dry_run(example, recipe, changed):
+    path = EXAMPLES / f"{example}-config.json"
+    before = snapshot(EXAMPLES)
+    result = invoke(path, "--yarn", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"--- a/{path.name}\n+++ b/{path.name}\n") and changed in result.stdout
+    assert recipe in result.stderr and "dry run: nothing written" in result.stderr
+    assert snapshot(EXAMPLES) == before
+
+
+def test_recipe_is_reported_and_old_spellings_still_work(model):
+    config = model / "config.json"
+    result = invoke(model, "--yarn", "--recipe", "kanana-2", "--factor", "2", "--beta-fast", "16")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("recipe kanana-2 (asked for with --recipe): factor 2 over 32768, beta_fast 16")
+    assert json.loads(config.read_text())["rope_scaling"]["beta_slow"] == 1.0
+    same = invoke(model, "--yarn", "--recipe", "kanana-2", "--yarn-factor", "2", "--yarn-beta-fast", "16")
+    assert "already applied as asked" in same.stdout
+    clash = invoke(model, "--yarn", "--yarn-factor", "2", "--factor", "3")
+    assert clash.exit_code == 2 and "--yarn-factor 2.0 and --factor 3.0 disagree" in clash.stderr
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--yarn", "--yarn-factor", "1e308"], "factor must be at most 128"),
+        (["--yarn", "--yarn-factor", "abc"], "--yarn-factor must be a number, got 'abc'"),
+        (["--yarn", "--yarn-factor", "nan"], "--yarn-factor must be a finite number"),
+        (["--yarn", "--yarn-original", "4.5"], "--yarn-original must be an integer, got '4.5'"),
+        (["--yarn", "--recipe", "kanana-9"], "--recipe must be one of auto, kanana-1.5, kanana-2, custom"),
+        (["--yarn", "--recipe", "custom"], "--recipe custom needs --yarn-factor"),
+        (["--yarn", "--layer-types", "full_attention"], "--layer-types needs per-layer-type rope_parameters"),
+        (["--recipe", "kanana-2"], "--recipe only applies with --yarn"),
+    ],
+)
+def test_bad_numbers_and_recipes_write_nothing(model, args, fragment):
+    before = snapshot(model)
+    result = invoke(model, *args)
+    assert result.exit_code == 2 and fragment in result.stderr and result.stderr.count("\n") == 1, result.output
+    assert snapshot(model) == before
+
+
+def test_json_error_reads_well(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{\n  "a": 1,\n  "b": "open')  # a file cut off mid-string
+    result = invoke(path, "--yarn")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {path}: invalid JSON at line 3, column 8: unterminated string\n"
+
+
+def test_yarn_check_on_a_config_transformers_cannot_load_writes_nothing(model):
+    config = model / "config.json"
+    config.write_text(config.read_text().replace('"num_hidden_layers": 32', '"num_hidden_layers": "many"'))
+    before = snapshot(model)
+    result = invoke(model, "--yarn", "--check")
+    assert result.exit_code == 2 and "cannot load this config" in result.stderr, result.output
+    assert snapshot(model) == before
+
+
+def test_per_layer_yarn_shipped_in_the_config_is_kept_unless_forced(tmp_path):
+    directory = tmp_path / "small"
+    directory.mkdir()
+    shipped = json.loads((EXAMPLES / "kanana-2-1.3b-like-config.json").read_text())
+    shipped["rope_parameters"]["full_attention"] = {
+        "rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32768, "rope_theta": 1e6,
+    }
+    (directory / "config.json").write_text(json.dumps(shipped, indent=2))
+    before = snapshot(directory)
+    shown = invoke(directory)
+    assert "yarn (its block)" in shown.stdout and "YaRN is declared" in shown.stdout
+    refused = invoke(directory, "--yarn")
+    assert refused.exit_code == 2 and "(full_attention layers) already carries YaRN (factor 2" in refused.stderr
+    assert snapshot(directory) == before
+    assert invoke(directory, "--check").exit_code == 0  # what it ships is verified per layer type
+    forced = invoke(directory, "--yarn", "--force", "--check")
+    assert forced.exit_code == 0 and "PASS" in forced.stdout, forced.output
+    assert invoke(directory, "--no-yarn").exit_code == 0
+    assert snapshot(directory) == before

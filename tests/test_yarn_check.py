@@ -86,16 +86,16 @@ def fake_actual(config: dict, version: str, factor_applied: float, rope_type: st
 
 def test_trap_from_the_numbers(monkeypatch):
     config = apply_yarn_to_config_dict(example(), YarnParams())
-    monkeypatch.setattr(check, "transformers_rope", lambda c: fake_actual(c, "4.53.3", 1.0))
+    monkeypatch.setattr(check, "transformers_rope", lambda c, layer_type=None: fake_actual(c, "4.53.3", 1.0))
     report = check.check_config_dict(config)
     assert not report.passed and report.trap
     assert "silently off" in report.problems[0] and "4.51-4.55" in report.problems[0]
-    assert "transformers>=4.56" in report.fixes[0] and "--max-position-embeddings 144179" in report.fixes[0]
+    assert "transformers>=4.56" in report.fixes[0] and "--max-positions 144179" in report.fixes[0]
 
 
 def test_trap_from_the_version_even_if_numbers_look_right(monkeypatch):
     config = apply_yarn_to_config_dict(example(), YarnParams())
-    monkeypatch.setattr(check, "transformers_rope", lambda c: fake_actual(c, "4.55.4", 4.4))
+    monkeypatch.setattr(check, "transformers_rope", lambda c, layer_type=None: fake_actual(c, "4.55.4", 4.4))
     assert check.check_config_dict(config).trap
     # the work-around (max_position_embeddings = 144179) is accepted in that range
     config["max_position_embeddings"] = 144179
@@ -125,7 +125,8 @@ def test_serving_hints():
     assert "--context-length 131072" in hints["SGLang"].command
     assert "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1" in hints["SGLang"].command
     assert "convert_hf_to_gguf.py /cache/snap" in hints["llama.cpp"].command
-    assert "--yarn-beta-fast 64" in hints["llama.cpp"].note
+    assert "--yarn-beta-fast 64 --yarn-beta-slow 2" in hints["llama.cpp"].without_patch
+    assert '"beta_fast":64.0' in hints["vLLM"].without_patch and '"rope_type":"yarn"' in hints["vLLM"].without_patch
     assert not hints["TGI"].supported and "beta_fast 32" in hints["TGI"].note
     assert EngineHint.from_dict(hints["TGI"].to_dict()) == hints["TGI"]
 
@@ -134,7 +135,8 @@ def test_yarn_not_read_at_all_is_not_called_the_version_trap(monkeypatch):
     """A file with YaRN only in rope_parameters, read by transformers 4 (which reads only rope_scaling)."""
     config = apply_yarn_to_config_dict(example(), YarnParams())
     del config["rope_scaling"]
-    monkeypatch.setattr(check, "transformers_rope", lambda c: fake_actual(c, "4.53.3", 1.0, rope_type="default"))
+    fake = lambda c, layer_type=None: fake_actual(c, "4.53.3", 1.0, rope_type="default")  # noqa: E731
+    monkeypatch.setattr(check, "transformers_rope", fake)
     report = check.check_config_dict(config)
     assert not report.passed and not report.trap
     assert "reads rope type 'default'" in report.problems[0] and "only rope_scaling" in report.problems[0]

@@ -186,7 +186,7 @@ def test_other_scalings_refused(kind):
 @pytest.mark.parametrize(
     "text,fragment",
     [
-        ("{", "not valid JSON"),
+        ("{", "invalid JSON at line 1, column 2: expecting property name"),
         ("[1, 2]", "JSON object, found list"),
         ('{"rope_scaling": 3}', "'rope_scaling' must be an object"),
         ('{"rope_theta": 1e4, "rope_theta": 5e5}', "2 times"),

@@ -19,12 +19,13 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from kanana_longctx.errors import BadInput, ConfigError
+from kanana_longctx.errors import BadInput, ConfigError, one_line
 from kanana_longctx.yarn.params import DEFAULT_ROPE_THETA, RopeSettings
 from kanana_longctx.yarn.rope_math import (
     ExpectedRope,
     default_inv_freq,
     expected_rope,
+    is_mla,
     max_ratio,
     max_relative_difference,
     rotary_dim,
@@ -58,17 +59,22 @@ def _transformers():
 
 
 def load_transformers_config(config: Mapping[str, Any]):
-    """A transformers config object for this dict (the model_type's class; Llama when it names none it knows)."""
+    """A transformers config object for this dict (the model_type's class; else DeepSeek-V3's for MLA, Llama's)."""
     transformers = _transformers()
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     model_type = config.get("model_type")
-    config_class = CONFIG_MAPPING[model_type] if model_type in CONFIG_MAPPING else CONFIG_MAPPING["llama"]
+    if model_type is not None and not isinstance(model_type, str):
+        raise ConfigError(f"'model_type' must be a string, got {type(model_type).__name__}")
+    if model_type in CONFIG_MAPPING:
+        config_class = CONFIG_MAPPING[model_type]
+    else:  # remote code: read it as the closest transformers class (MLA's rotary part is qk_rope_head_dim wide)
+        config_class = CONFIG_MAPPING["deepseek_v3" if is_mla(config) else "llama"]
     try:
         return config_class.from_dict(dict(config))
     except Exception as exc:  # transformers raises ValueError/KeyError/TypeError for configs it rejects
         raise ConfigError(
-            f"transformers {transformers.__version__} cannot load this config: {type(exc).__name__}: {exc}"
+            f"transformers {transformers.__version__} cannot load this config: {type(exc).__name__}: {one_line(exc)}"
         ) from None
 
 
@@ -108,21 +114,30 @@ class _Capture(logging.Handler):
         self.messages.append(record.getMessage().strip().splitlines()[0])
 
 
-def _resolved_rope(config, major: int) -> dict:
-    """The RoPE dict transformers itself will use: rope_parameters in v5 (standardised), rope_scaling in v4."""
+def _resolved_rope(config, major: int, layer_type: str | None = None) -> dict:
+    """The RoPE dict transformers itself will use: rope_parameters in v5 (standardised; one layer type's block for
+    per-layer-type configs), rope_scaling in v4."""
     if major >= 5:
         params = getattr(config, "rope_parameters", None) or {}
+        if layer_type is not None:
+            block = params.get(layer_type)
+            if not isinstance(block, dict):
+                raise ConfigError(f"transformers did not keep a RoPE block for the {layer_type} layers")
+            return dict(block)
         if any(isinstance(v, dict) for v in params.values()):
-            raise ConfigError("per-layer rope_parameters are not supported")
+            raise ConfigError("transformers read per-layer-type rope_parameters; check them one layer type at a time")
         return dict(params)
+    if layer_type is not None:
+        raise ConfigError("per-layer-type rope_parameters need transformers 5; this transformers cannot read them")
     scaling = dict(getattr(config, "rope_scaling", None) or {})
     scaling.setdefault("rope_type", scaling.get("type", "default"))
     scaling["rope_theta"] = getattr(config, "rope_theta", DEFAULT_ROPE_THETA)
     return scaling
 
 
-def transformers_rope(config_dict: Mapping[str, Any]) -> TransformersRope:
-    """Load `config_dict` with the installed transformers and compute its inverse frequencies and attention factor.
+def transformers_rope(config_dict: Mapping[str, Any], layer_type: str | None = None) -> TransformersRope:
+    """Load `config_dict` with the installed transformers and compute its inverse frequencies and attention factor
+    (for one layer type of a per-layer-type config when `layer_type` is given).
 
     transformers' warnings are captured (returned, not printed): they are part of the diagnosis.
     """
@@ -138,11 +153,11 @@ def transformers_rope(config_dict: Mapping[str, Any]) -> TransformersRope:
             warnings.simplefilter("always")
             config = load_transformers_config(config_dict)
             major = version_tuple(transformers.__version__)[0]
-            rope = _resolved_rope(config, major)
+            rope = _resolved_rope(config, major, layer_type)
             rope_type = str(rope.get("rope_type", "default"))
             theta = float(rope.get("rope_theta", DEFAULT_ROPE_THETA))
-            dim = rotary_dim(config_dict)
-            inv_freq, attention = _compute(config, rope_type, dim, theta)
+            dim = rotary_dim(config_dict, rope if layer_type is not None else None)
+            inv_freq, attention = _compute(config, rope_type, dim, theta, layer_type)
     finally:
         hf_logging.enable_default_handler()
         library_logger.removeHandler(capture)
@@ -163,7 +178,7 @@ def transformers_rope(config_dict: Mapping[str, Any]) -> TransformersRope:
     )
 
 
-def _compute(config, rope_type: str, dim: int, theta: float) -> tuple[list[float], float]:
+def _compute(config, rope_type: str, dim: int, theta: float, layer_type: str | None) -> tuple[list[float], float]:
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     function = ROPE_INIT_FUNCTIONS.get(rope_type)
@@ -173,11 +188,14 @@ def _compute(config, rope_type: str, dim: int, theta: float) -> tuple[list[float
         # transformers 5 keeps plain RoPE in each model class; it is theta ** (-2i/d) with the theta it resolved.
         return default_inv_freq(dim, theta), 1.0
     # (config, device) works for every signature: 4.45-4.57 (config, device, seq_len=None, **kwargs) and
-    # 5.x (config, device=None, seq_len=None, layer_type=None).
+    # 5.x (config, device=None, seq_len=None, layer_type=None); layer_type only exists (and is only passed) in 5.x.
     try:
-        inv_freq, attention = function(config, "cpu")
+        if layer_type is None:
+            inv_freq, attention = function(config, "cpu")
+        else:
+            inv_freq, attention = function(config, "cpu", layer_type=layer_type)
     except Exception as exc:  # a block transformers cannot compute (missing keys, wrong lengths)
-        raise ConfigError(f"transformers cannot compute '{rope_type}' RoPE for this config: {exc}") from None
+        raise ConfigError(f"transformers cannot compute '{rope_type}' RoPE for this config: {one_line(exc)}") from None
     return [float(x) for x in inv_freq.double().tolist()], float(attention)
 
 
@@ -224,25 +242,54 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / abs(b) if b else abs(a)
 
 
-def check_config_dict(config: Mapping[str, Any]) -> CheckReport:
-    """Compare transformers' rotary frequencies and attention factor for `config` with rope_math's."""
-    settings = RopeSettings.from_config(config)
-    actual = transformers_rope(config)
+def _check_plain(settings: RopeSettings, actual: TransformersRope) -> CheckReport:
+    """A layer type that declares plain RoPE (a sliding-window layer type left without YaRN): transformers must
+    compute plain RoPE with the declared theta there."""
+    problems: list[str] = []
+    where = f" for the {settings.layer_type} layers" if settings.layer_type else ""
+    unscaled = default_inv_freq(len(actual.inv_freq) * 2, settings.rope_theta)
+    diff = max_relative_difference(unscaled, actual.inv_freq)
+    if actual.rope_type not in ("default", "none") or diff > INV_FREQ_RTOL or abs(actual.attention_factor - 1) > 1e-9:
+        problems.append(
+            f"transformers computes '{actual.rope_type}' RoPE{where} (attention factor "
+            f"{actual.attention_factor:.6f}), not the plain RoPE the file declares"
+        )
+    if _rel(actual.rope_theta, settings.rope_theta) > 1e-9:
+        problems.append(
+            f"transformers uses rope_theta {actual.rope_theta:g}{where}; the file means {settings.rope_theta:g}"
+        )
+    fixes = ("re-run `kanana-longctx config MODEL --yarn` and check again; see docs/yarn.md",) if problems else ()
+    return CheckReport(not problems, actual, None, settings, tuple(problems), fixes, diff, False)
+
+
+def check_config_dict(
+    config: Mapping[str, Any], layer_type: str | None = None, require_yarn: bool = True
+) -> CheckReport:
+    """Compare transformers' rotary frequencies and attention factor for `config` (one layer type's block when
+    given) with rope_math's. With require_yarn False a block without YaRN passes when transformers computes the
+    plain RoPE it declares."""
+    settings = RopeSettings.from_config(config, layer_type)
+    actual = transformers_rope(config, layer_type)
     problems: list[str] = []
     fixes: list[str] = []
+    if not settings.is_yarn and not require_yarn and not settings.is_scaled:
+        return _check_plain(settings, actual)
     if not settings.is_yarn:
         problems.append(f"the config does not declare YaRN (rope type: {settings.rope_type})")
         fixes.append("apply it with: kanana-longctx config MODEL --yarn")
         return CheckReport(False, actual, None, settings, tuple(problems), tuple(fixes), None, False)
-    expected = expected_rope(config)
+    expected = expected_rope(config, layer_type)
     params = expected.params
     diff = max_relative_difference(expected.inv_freq, actual.inv_freq)
     mpe = settings.max_position_embeddings
     implicit = (mpe or params.original_max_position_embeddings) / params.original_max_position_embeddings
     reads_yarn = actual.rope_type == "yarn"
     version_trap = in_trap_range(actual.version) and _rel(implicit, params.factor) > 1e-4
-    # YaRN read, but nothing interpolated and no attention scaling: the trap, whatever the version says.
-    numbers_trap = reads_yarn and (actual.max_ratio < 1 + 1e-6 or abs(actual.attention_factor - 1.0) < 1e-9)
+    # YaRN read, but nothing interpolated and no attention scaling: the trap, whatever the version says. (An
+    # attention factor of 1 is only suspicious when the block means another one: DeepSeek's equal mscale pair
+    # means exactly 1.)
+    flat_attention = abs(actual.attention_factor - 1.0) < 1e-9 and abs(expected.attention_factor - 1.0) > 1e-9
+    numbers_trap = reads_yarn and (actual.max_ratio < 1 + 1e-6 or flat_attention)
     trap = reads_yarn and (version_trap or numbers_trap)
     if not reads_yarn:
         why = " (transformers 4 reads only rope_scaling)" if version_tuple(actual.version) < (5, 0) else ""
@@ -260,7 +307,7 @@ def check_config_dict(config: Mapping[str, Any]) -> CheckReport:
             )
         )
         fixes.append(
-            f"{UPGRADE}; or, for this transformers only, re-run with --yarn --max-position-embeddings "
+            f"{UPGRADE}; or, for this transformers only, re-run with --yarn --max-positions "
             f"{params.effective_context}"
         )
     scaled_as_expected = reads_yarn and not trap

@@ -2,47 +2,56 @@
 
 Usage: outcome = apply_yarn_file(locate_config("org/name"), YarnParams()); remove_yarn_file(outcome.path)
 
-Restore semantics. `--yarn` writes a sidecar `config.json.kanana-longctx.orig` (JSON, written atomically, before
-the config itself) holding the original text, the link target when config.json was an HF-cache symlink, the
-hash of the text we wrote, and the previous value text of every top-level key we changed. `--no-yarn` then:
+Restore semantics. `--yarn` writes a sidecar `config.json.kanana-longctx.orig` (backup.py; JSON, written
+atomically, before the config itself) holding the original text, the link target when config.json was an HF-cache
+symlink, the hash of the text we wrote, the YaRN we wrote and the previous value text of every top-level key we
+changed. `--no-yarn` first checks the sidecar (types, and its original text against its stored hash), then:
 - puts the original back byte for byte (or re-creates the original symlink into the blob) when the file is still
   exactly what we wrote;
-- otherwise restores only the recorded RoPE keys and keeps the user's other edits;
+- otherwise, if the file still holds the YaRN the sidecar recorded, restores only the recorded RoPE keys and keeps
+  the user's other edits; if it holds something else, says what it found and changes nothing;
 - without a sidecar, removes YaRN blocks and keeps plain RoPE with the same theta.
 Applying `--yarn` again (other parameters) keeps the first record, so `--no-yarn` always returns to the file as it
-was before the first `--yarn`. A crash between the two writes leaves the original config and a sidecar whose
-`original_text` equals it, which the next run recognises as stale.
+was before the first `--yarn`. YaRN that the file already carried without a sidecar of ours (the publisher's) is
+replaced only with `--force`. A crash between the two writes leaves the original config and a sidecar whose
+`original_text` equals it, which the next run recognises as stale. Every read-modify-write holds an OS-level lock
+on the file (filelock.py), so concurrent `--yarn`/`--no-yarn` commands on one file run one after the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-import hashlib
-import json
 import os
 import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Callable, Sequence
 
 from kanana_longctx.atomic import atomic_write_text, fsync_dir
 from kanana_longctx.errors import ConfigError
+from kanana_longctx.filelock import exclusive_lock
 from kanana_longctx.hub import resolve_model
+from kanana_longctx.yarn.backup import BackupRecord, backup_path, read_backup, record_text, sha256
 from kanana_longctx.yarn.jsontext import load_object
 from kanana_longctx.yarn.params import YarnParams
 from kanana_longctx.yarn.patch import is_yarn_config, patch_text, restore_keys_text, strip_yarn_text
 
-BACKUP_SUFFIX = ".kanana-longctx.orig"
-BACKUP_FORMAT = 1
+__all__ = [
+    "BackupRecord",
+    "FileOutcome",
+    "apply_yarn_file",
+    "backup_path",
+    "locate_config",
+    "read_backup",
+    "read_config_dict",
+    "read_config_text",
+    "remove_yarn_file",
+    "sha256",
+]
 
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def backup_path(config_path: Path) -> Path:
-    return config_path.with_name(config_path.name + BACKUP_SUFFIX)
+OnWait = Callable[[int | None], None]
 
 
 def locate_config(spec: str, revision: str | None = None) -> Path:
@@ -74,50 +83,6 @@ def read_config_text(path: Path) -> str:
 
 def read_config_dict(path: Path) -> dict:
     return load_object(read_config_text(path), str(path))
-
-
-@dataclass(frozen=True)
-class BackupRecord:
-    """The sidecar's content: everything `--no-yarn` needs."""
-
-    original_sha256: str
-    patched_sha256: str
-    replaced: dict[str, str | None]
-    params: dict
-    original_text: str | None = None  # None once later edits made a byte-identical restore impossible
-    original_symlink: str | None = None  # the link target when config.json was a symlink (HF cache)
-    tool: str = "kanana-longctx"
-    format: int = BACKUP_FORMAT
-
-    def to_dict(self) -> dict:
-        return {
-            "tool": self.tool,
-            "format": self.format,
-            "params": dict(self.params),
-            "original_sha256": self.original_sha256,
-            "patched_sha256": self.patched_sha256,
-            "original_symlink": self.original_symlink,
-            "replaced": dict(self.replaced),
-            "original_text": self.original_text,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BackupRecord":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def read_backup(config_path: Path) -> BackupRecord | None:
-    path = backup_path(config_path)
-    if not path.exists():
-        return None
-    try:
-        record = BackupRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"the backup record {path} is unreadable ({exc}); move it away and retry") from None
-    if record.tool != "kanana-longctx" or record.format != BACKUP_FORMAT:
-        raise ConfigError(f"{path} is not a kanana-longctx backup record (format {record.format})")
-    return record
 
 
 @dataclass(frozen=True)
@@ -176,22 +141,60 @@ def _atomic_symlink(path: Path, target: str) -> None:
     fsync_dir(path.parent)
 
 
+def _locked(path: Path, dry_run: bool, on_wait: OnWait | None):
+    """The file's lock for a real write; nothing for a dry run (it writes nothing and reads one snapshot), nor in a
+    directory we cannot write in (no command can change the file there; a write is refused by ensure_writable)."""
+    if dry_run or not os.access(Path(path).parent, os.W_OK | os.X_OK):
+        return contextlib.nullcontext()
+    return exclusive_lock(path, on_wait=on_wait)
+
+
+def _writable_mode(path: Path) -> int | None:
+    """The mode for the regular file that replaces an HF-cache symlink: the blob's bits plus owner write, so that
+    a read-only blob (0444) does not make the patched copy, and with it --no-yarn, read-only."""
+    if not path.is_symlink():
+        return None
+    try:
+        return (os.stat(path).st_mode & 0o777) | stat.S_IWUSR
+    except OSError:
+        return 0o644
+
+
 def apply_yarn_file(
     path: Path,
     params: YarnParams,
     *,
+    layer_types: Sequence[str] | None = None,
     max_position_embeddings: int | None = None,
     force: bool = False,
     dry_run: bool = False,
+    on_wait: OnWait | None = None,
 ) -> FileOutcome:
-    """Patch one config file (or, with dry_run, only compute the result). Writes the sidecar, then the config."""
+    """Patch one config file (or, with dry_run, only compute the result). Writes the sidecar, then the config,
+    holding the file's lock from the first read to the last write."""
     path = Path(path)
+    with _locked(path, dry_run, on_wait):
+        types = tuple(layer_types) if layer_types else None
+        return _apply(path, params, types, max_position_embeddings, force, dry_run)
+
+
+def _apply(path, params, layer_types, max_position_embeddings, force, dry_run) -> FileOutcome:
     text = read_config_text(path)
-    patch = patch_text(text, params, max_position_embeddings=max_position_embeddings, force=force, name=str(path))
+    load_object(text, str(path))
     record = read_backup(path)
-    notes = list(patch.notes)
     if record is not None and record.original_text is not None and text == record.original_text:
         record = None  # stale: a crash before the config was replaced, or the user restored it by hand
+    ours = record is not None and sha256(text) == record.patched_sha256
+    patch = patch_text(
+        text,
+        params,
+        layer_types=layer_types,
+        max_position_embeddings=max_position_embeddings,
+        force=force,
+        replace_yarn=force or ours,
+        name=str(path),
+    )
+    notes = list(patch.notes)
     if not patch.changed:
         return FileOutcome(path, "yarn", text, text, False, tuple(notes), backup_path(path) if record else None)
     if record is None:
@@ -203,7 +206,7 @@ def apply_yarn_file(
         # The first record's values are the real originals; keys touched for the first time now are added.
         replaced = {**patch.replaced, **record.replaced}
         original_sha = record.original_sha256
-        original_text = record.original_text if sha256(text) == record.patched_sha256 else None
+        original_text = record.original_text if ours else None
         if original_text is None:
             notes.append("the file changed since the last --yarn: --no-yarn will restore only the RoPE keys")
     new_record = BackupRecord(
@@ -213,6 +216,7 @@ def apply_yarn_file(
         params=params.to_dict(),
         original_text=original_text,
         original_symlink=link,
+        layer_types=layer_types,
     )
     outcome = FileOutcome(
         path, "yarn", text, patch.text, False, tuple(notes), backup_path(path), changed_keys=tuple(patch.replaced)
@@ -220,17 +224,23 @@ def apply_yarn_file(
     if dry_run:
         return outcome
     ensure_writable(path)
-    atomic_write_text(backup_path(path), json.dumps(new_record.to_dict(), indent=2) + "\n", mode=0o644)
-    atomic_write_text(path, patch.text)  # replaces an HF-cache symlink by a regular file; the blob is untouched
+    atomic_write_text(backup_path(path), record_text(new_record), mode=0o644)
+    # Replaces an HF-cache symlink by a regular file; the blob is untouched.
+    atomic_write_text(path, patch.text, mode=_writable_mode(path))
     return FileOutcome(**{**outcome.__dict__, "written": True})
 
 
-def remove_yarn_file(path: Path, *, dry_run: bool = False) -> FileOutcome:
-    """Undo `apply_yarn_file` (see the module docstring for the three cases)."""
+def remove_yarn_file(path: Path, *, dry_run: bool = False, on_wait: OnWait | None = None) -> FileOutcome:
+    """Undo `apply_yarn_file` (see the module docstring for the cases), holding the file's lock."""
     path = Path(path)
+    with _locked(path, dry_run, on_wait):
+        return _remove(path, dry_run)
+
+
+def _remove(path: Path, dry_run: bool) -> FileOutcome:
     text = read_config_text(path)
-    load_object(text, str(path))
-    record = read_backup(path)
+    config = load_object(text, str(path))
+    record = read_backup(path)  # raises when the record cannot be trusted: nothing is changed then
     sidecar = backup_path(path)
     if record is not None and record.original_text is not None and text == record.original_text:
         # Stale sidecar: the file already is the original. Only the sidecar goes.
@@ -238,7 +248,7 @@ def remove_yarn_file(path: Path, *, dry_run: bool = False) -> FileOutcome:
             sidecar.unlink(missing_ok=True)
         return FileOutcome(path, "no-yarn", text, text, False, ("the file already is the original",), sidecar)
     if record is None:
-        if not is_yarn_config(load_object(text)):
+        if not is_yarn_config(config):
             return FileOutcome(path, "no-yarn", text, text, False, ("the file has no YaRN; nothing to remove",))
         strip = strip_yarn_text(text, str(path))
         mode, new_text, notes = "strip", strip.text, list(strip.notes)
@@ -249,12 +259,21 @@ def remove_yarn_file(path: Path, *, dry_run: bool = False) -> FileOutcome:
             mode = "symlink"
             notes = [f"restored the original symlink to {target}"]
     else:
+        found = record.found_yarn(config)
+        if found is not None:
+            raise ConfigError(
+                f"{path} no longer holds the YaRN its backup recorded ({record.yarn_params().summary()}): found "
+                f"{found}; nothing changed (if the file was restored by hand, remove {sidecar})"
+            )
         new_text = restore_keys_text(text, record.replaced, str(path))
         mode, notes = "keys", ["the file changed since --yarn: restored the RoPE keys and kept the other edits"]
     outcome = FileOutcome(path, "no-yarn", text, new_text, False, tuple(notes), sidecar if record else None, mode)
     if dry_run:
         return outcome
-    ensure_writable(path)
+    if mode != "symlink":  # a symlink restore only renames in the directory: the patched file's mode is moot
+        ensure_writable(path)
+    elif not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write in {path.parent}; nothing was written")
     if mode == "symlink":
         _atomic_symlink(path, record.original_symlink)  # type: ignore[union-attr, arg-type]
     else:

@@ -1,12 +1,15 @@
 """Edit the top-level members of a JSON object *as text*, leaving every other byte of the file as it was.
 
 Usage: text = JsonDoc.parse(text).set("rope_scaling", {"rope_type": "yarn"}); text = JsonDoc.parse(text).delete("x")
+       text = JsonDoc.parse(text).set_nested("rope_parameters", "full_attention", {...})  # one member inside
 
 Re-serialising a whole config.json would rewrite numbers (`1e-5` vs `1e-05`), escapes and spacing that the user
 or another tool chose; transformers' own save_pretrained also drops keys (YARN.md). So the patch works on spans:
 each top-level member's key and value are located with the standard library's JSON scanner, and only the spans of
 the members we change are replaced. New values are formatted in the file's own style (indent unit, key separator,
-line ending), and new members go where the file's ordering suggests (sorted position in a sorted file).
+line ending), and new members go where the file's ordering suggests (sorted position in a sorted file). A member of
+a top-level object (one layer type's block inside per-layer-type `rope_parameters`) is edited the same way, one
+level down, so its siblings keep their bytes too.
 """
 
 from __future__ import annotations
@@ -39,12 +42,56 @@ def _skip_ws(text: str, i: int) -> int:
     return i
 
 
-def load_object(text: str, name: str = "config.json") -> dict:
-    """json.loads with one-line errors; the document must be an object."""
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_error(name: str, exc: json.JSONDecodeError) -> str:
+    """'FILE: invalid JSON at line 14, column 3: unterminated string' (json's own wording, tidied)."""
+    message = exc.msg
+    for tail in (" starting at", " at"):  # json says "Unterminated string starting at" and "Invalid \escape at"
+        if message.endswith(tail):
+            message = message[: -len(tail)]
+            break
+    message = message[:1].lower() + message[1:]
+    return f"{name}: invalid JSON at line {exc.lineno}, column {exc.colno}: {message}"
+
+
+# Real configs nest 3 or 4 levels; anything far deeper is malformed, and would make recursive code downstream
+# (copies, transformers' config classes) hit Python's recursion limit.
+MAX_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def load_json(text: str, name: str = "config.json"):
+    """json.loads with one-line errors for every malformed input: syntax, NaN/Infinity (not JSON), numbers with
+    thousands of digits, nesting deeper than MAX_DEPTH."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ConfigError(json_error(name, exc)) from None
+    except RecursionError:
+        raise ConfigError(f"{name}: invalid JSON: nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # parse_constant, and int() refusing a number of more than 4300 digits
+        raise ConfigError(f"{name}: invalid JSON: {exc}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{name}: invalid JSON: nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+def load_object(text: str, name: str = "config.json") -> dict:
+    """load_json, and the document must be an object."""
+    data = load_json(text, name)
     if not isinstance(data, dict):
         raise ConfigError(f"{name} must hold a JSON object, found {type(data).__name__}")
     return data
@@ -116,15 +163,22 @@ class JsonDoc:
         keys = self.keys()
         return len(keys) > 1 and keys == sorted(keys)
 
-    def format_value(self, value: Any) -> str:
-        """`value` as JSON text in this file's style, ready to sit at the top level."""
+    def indent_unit(self) -> str:
+        """The whitespace one nesting level adds ('  ', '    ', a tab), or '' for a one-line file."""
+        ws = self._item_ws()
+        return ws.rsplit("\n", 1)[1] if "\n" in ws else ""
+
+    def format_value(self, value: Any, unit: str | None = None) -> str:
+        """`value` as JSON text in this file's style, ready to sit where this document's members sit. `unit` is the
+        file's indent unit when this document is itself nested (its members are indented by more than one unit)."""
         ws = self._item_ws()
         key_sep = self._key_sep()
         if "\n" in ws:
             newline = "\r\n" if "\r\n" in ws else "\n"
-            indent = ws.rsplit("\n", 1)[1]
-            dumped = json.dumps(value, indent=indent or "  ", separators=(",", key_sep), ensure_ascii=False)
-            return dumped.replace("\n", newline + indent)
+            depth = ws.rsplit("\n", 1)[1]
+            step = unit or depth or "  "
+            dumped = json.dumps(value, indent=step, separators=(",", key_sep), ensure_ascii=False)
+            return dumped.replace("\n", newline + depth)
         item_sep = "," + ws if ws else ", "
         return json.dumps(value, separators=(item_sep, key_sep), ensure_ascii=False)
 
@@ -156,12 +210,20 @@ class JsonDoc:
         at = after.value_end
         return self.text[:at] + "," + ws + pair + self.text[at:]
 
-    def set(self, key: str, value: Any, anchors: Sequence[str] = ()) -> str:
+    def set(self, key: str, value: Any, anchors: Sequence[str] = (), unit: str | None = None) -> str:
         """Replace the value of `key` (formatted in the file's style), or insert the member if it is absent."""
-        value_text = self.format_value(value)
+        value_text = self.format_value(value, unit)
         if self.find(key) is not None:
             return self.replace_value(key, value_text)
         return self.insert(key, value_text, anchors)
+
+    def set_nested(self, key: str, inner_key: str, value: Any) -> str:
+        """Set one member of the object at top-level `key`, leaving its other members' text as it was."""
+        outer = self.value_text(key)
+        if outer is None or not outer.startswith("{"):
+            raise ConfigError(f"config.json's '{key}' is not an object")
+        inner = JsonDoc.parse(outer, key).set(inner_key, value, unit=self.indent_unit() or None)
+        return self.replace_value(key, inner)
 
     def set_text(self, key: str, value_text: str, anchors: Sequence[str] = ()) -> str:
         """Like `set` with value text taken verbatim (to put back exactly what a file had)."""

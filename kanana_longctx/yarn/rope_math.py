@@ -24,26 +24,51 @@ from typing import Any, Mapping, Sequence
 
 from kanana_longctx.errors import ConfigError
 from kanana_longctx.yarn.params import RopeSettings, YarnParams
+from kanana_longctx.yarn.params import mscale as _mscale
+
+# Far above any real head (256 in Gemma, 64 rotary channels in DeepSeek's MLA): a bound that keeps a malformed
+# config from allocating millions of frequencies.
+MAX_ROTARY_DIM = 8192
 
 
-def rotary_dim(config: Mapping[str, Any]) -> int:
-    """The number of rotated channels per head: head_dim (or hidden_size / heads) x partial_rotary_factor."""
-    head_dim = config.get("head_dim")
-    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim <= 0:
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_mla(config: Mapping[str, Any]) -> bool:
+    """Multi-head latent attention (DeepSeek-V2/V3, Kanana-2 30B-A3B): a compressed KV (kv_lora_rank) whose rotary
+    part is a separate qk_rope_head_dim per head."""
+    return _positive(config.get("kv_lora_rank")) and _positive(config.get("qk_rope_head_dim"))
+
+
+def rotary_dim(config: Mapping[str, Any], block: Mapping[str, Any] | None = None) -> int:
+    """The number of rotated channels per head: qk_rope_head_dim for MLA (transformers sets head_dim to it),
+    else head_dim (or hidden_size / heads), times partial_rotary_factor (top level, or inside `block`, the RoPE
+    block being read, or inside rope_scaling / rope_parameters)."""
+    if _positive(config.get("qk_rope_head_dim")):
+        head_dim = config["qk_rope_head_dim"]
+    elif _positive(config.get("head_dim")):
+        head_dim = config["head_dim"]
+    else:
         hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
-        if not (isinstance(hidden, int) and isinstance(heads, int) and hidden > 0 and heads > 0):
+        if not (_positive(hidden) and _positive(heads)):
             raise ConfigError("the config has neither 'head_dim' nor 'hidden_size' and 'num_attention_heads'")
         head_dim = hidden // heads
     partial = config.get("partial_rotary_factor")
+    blocks = [block] if block is not None else [config.get("rope_scaling"), config.get("rope_parameters")]
     if partial is None:
-        for key in ("rope_scaling", "rope_parameters"):
-            block = config.get(key)
-            if isinstance(block, dict) and block.get("partial_rotary_factor") is not None:
-                partial = block["partial_rotary_factor"]
+        for candidate in blocks:
+            if isinstance(candidate, dict) and candidate.get("partial_rotary_factor") is not None:
+                partial = candidate["partial_rotary_factor"]
                 break
-    dim = int(head_dim * (1.0 if partial is None else float(partial)))
-    if dim < 2 or dim % 2:
-        raise ConfigError(f"rotary dimension {dim} is not a positive even number")
+    if partial is not None and (isinstance(partial, bool) or not isinstance(partial, (int, float))):
+        raise ConfigError(f"partial_rotary_factor must be a number, got {partial!r}")
+    scale = 1.0 if partial is None else float(partial)
+    if not 0.0 < scale <= 1.0:
+        raise ConfigError(f"partial_rotary_factor must be in (0, 1], got {partial!r}")
+    dim = int(head_dim * scale)
+    if dim < 2 or dim % 2 or dim > MAX_ROTARY_DIM:
+        raise ConfigError(f"rotary dimension {dim} is not an even number between 2 and {MAX_ROTARY_DIM}")
     return dim
 
 
@@ -74,16 +99,14 @@ def yarn_attention_factor(
     mscale: float | None = None,
     mscale_all_dim: float | None = None,
 ) -> float:
-    """The factor applied to cos/sin (equivalently, the softmax temperature). Kanana uses the default formula."""
+    """The factor applied to cos/sin. Kanana 1.5 uses the default 0.1 ln(s) + 1; Kanana-2's MLA recipe sets
+    mscale = mscale_all_dim = 1, which makes this 1 and moves the temperature into the softmax scale
+    (`YarnParams.softmax_scale_factor`)."""
     if attention_factor is not None:
         return float(attention_factor)
-
-    def m(scale: float, k: float = 1.0) -> float:
-        return 1.0 if scale <= 1 else 0.1 * k * math.log(scale) + 1.0
-
     if mscale and mscale_all_dim:
-        return m(factor, mscale) / m(factor, mscale_all_dim)
-    return m(factor)
+        return _mscale(factor, mscale) / _mscale(factor, mscale_all_dim)
+    return _mscale(factor)
 
 
 def yarn_ramp(dim: int, low: float, high: float) -> list[float]:
@@ -126,6 +149,8 @@ class ExpectedRope:
     max_ratio: float
     low: float
     high: float
+    softmax_scale_factor: float = 1.0  # MLA: what DeepSeek-style attention multiplies its softmax scale by
+    layer_type: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -137,6 +162,8 @@ class ExpectedRope:
             "max_ratio": self.max_ratio,
             "low": self.low,
             "high": self.high,
+            "softmax_scale_factor": self.softmax_scale_factor,
+            "layer_type": self.layer_type,
         }
 
     @classmethod
@@ -147,19 +174,29 @@ class ExpectedRope:
         return cls(**data)
 
 
-def expected_rope(config: Mapping[str, Any]) -> ExpectedRope:
-    """The YaRN frequencies the config *means* (factor and ramp over the declared original context)."""
-    settings = RopeSettings.from_config(config)
+def rope_block(config: Mapping[str, Any], settings: RopeSettings) -> Mapping[str, Any]:
+    """The dict a RopeSettings was read from (empty when the config has none)."""
+    key = settings.source_key or ""
+    if key.startswith("rope_parameters.") and settings.layer_type is not None:
+        return config["rope_parameters"].get(settings.layer_type) or {}
+    block = config.get(key) if key else None
+    return block if isinstance(block, dict) else {}
+
+
+def expected_rope(config: Mapping[str, Any], layer_type: str | None = None) -> ExpectedRope:
+    """The YaRN frequencies the config *means* (factor and ramp over the declared original context), for its only
+    RoPE block or for one per-layer-type block."""
+    settings = RopeSettings.from_config(config, layer_type)
     params = settings.yarn_params(strict=True)
-    block = config.get(settings.source_key) or {}
-    dim = rotary_dim(config)
+    block = rope_block(config, settings)
+    dim = rotary_dim(config, block if layer_type is not None else None)
     truncate = block.get("truncate", True) is not False
     inv = yarn_inv_freq(dim, settings.rope_theta, params, truncate)
     low, high = correction_range(
         params.beta_fast, params.beta_slow, dim, settings.rope_theta, params.original_max_position_embeddings, truncate
     )
     attention = yarn_attention_factor(
-        params.factor, block.get("attention_factor"), block.get("mscale"), block.get("mscale_all_dim")
+        params.factor, settings.attention_factor, params.mscale, params.mscale_all_dim
     )
     return ExpectedRope(
         dim=dim,
@@ -170,4 +207,6 @@ def expected_rope(config: Mapping[str, Any]) -> ExpectedRope:
         max_ratio=max_ratio(default_inv_freq(dim, settings.rope_theta), inv),
         low=low,
         high=high,
+        softmax_scale_factor=params.softmax_scale_factor if is_mla(config) else 1.0,
+        layer_type=layer_type,
     )
