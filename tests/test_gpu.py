@@ -140,7 +140,7 @@ def test_joined_suffixes_with_cudnn_tiles_match_each_probe_alone_in_bf16():
     assert joined.tile_tokens and joined.trim_last_layer
     joined.prefill(base, 0)
     for row, s in enumerate(starts[1:], 1):
-        joined.copy_prefix(0, row, 0, s)
+        joined.kv.copy_prefix(0, row, 0, s)
     outs = joined.prefill_rows([(p[s:], s, row) for row, (p, s) in enumerate(zip(probes, starts))])
     for p, out in zip(probes, outs):
         ref = alone.prefill(p, 0)
