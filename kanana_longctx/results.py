@@ -40,6 +40,15 @@ class ResultRecord:
     new_tokens: int = 0
     prefill_tokens: int = 0  # tokens actually computed in prefill (less than n_tokens when a prefix was reused)
     seconds: float = 0.0
+    task: str = "single"  # single | multikey | multivalue | multiquery | absent
+    repeat: int = 0  # which of the cell's probes
+    outcome: str = ""  # failure class (kanana_longctx.run.scoring.OUTCOMES); "" in rows of older runs
+    max_new_tokens: int = 0  # the answer budget the row ran with (outcome "truncated": it was used up)
+    keys: tuple[str, ...] = ()  # the keys asked (keyed tasks)
+    expected_values: tuple[str, ...] = ()  # every value a right answer gives
+    found_values: tuple[str, ...] = ()  # those the answer gives
+    distractor_values: tuple[str, ...] = ()  # values of the probe's other needles
+    named_distractors: tuple[str, ...] = ()  # those the answer gives
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +56,14 @@ class ResultRecord:
     @classmethod
     def from_dict(cls, data: dict) -> "ResultRecord":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for name in _TUPLES:
+            if name in kwargs:
+                kwargs[name] = tuple(kwargs[name])
+        return cls(**kwargs)
+
+
+_TUPLES = ("keys", "expected_values", "found_values", "distractor_values", "named_distractors")
 
 
 @dataclass(frozen=True)

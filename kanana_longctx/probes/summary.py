@@ -3,8 +3,9 @@
 Usage: `write_prompts(probe_set, out_dir); s = summarize(probe_set, params=8e9)`
 
 The summary is plain data; the CLI renders it. Prefill FLOPs are the matmul estimate 2 x parameters x tokens
-(attention comes on top and grows with the square of the length); "with prefix reuse" counts what a runner that
-computes the shared haystack prefix once really has to prefill.
+(attention comes on top and grows with the square of the length). "With prefix reuse" is what the fast runner
+really prefills: the tokens of the plan `kanana_longctx.run.reuse_plan.plan_reuse` makes for these probes (the
+runner's own planning code, run here with PLAN_ROWS KV rows; the share hardly depends on the rows).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kanana_longctx.probes.spec import ProbeSet
 from kanana_longctx.results import PROMPTS_NAME
 
 DEPTH_TOLERANCE = 10.0  # percentage points between requested and actual depth before the summary warns
+PLAN_ROWS = 8  # KV rows of the reuse plan the summary counts (a GPU run plans its own from free memory)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ class ProbeSetSummary:
     max_pad: int
     exact: bool  # every probe has n_tokens == length == len(input_ids)
     params: float | None = None
+    task: str = "single"  # the task described: "multikey: 1 asked key + 3 distractors (4 needles per probe)"
+    repeats: int = 1
+    max_new_tokens: int = 0  # the answer budget
+
+    @property
+    def reuse_share(self) -> float:
+        """Share of the prefill tokens that prefix reuse saves."""
+        return 1.0 - self.reuse_tokens / self.total_tokens if self.total_tokens else 0.0
 
     @property
     def flops(self) -> float | None:
@@ -53,10 +63,27 @@ class ProbeSetSummary:
         return None if self.params is None else 2.0 * self.params * self.reuse_tokens
 
 
+def planned_prefill_tokens(probe_set: ProbeSet, rows: int = PLAN_ROWS) -> int:
+    """Tokens the fast runner prefills for `probe_set` with prefix reuse (its own plan, `rows` KV rows)."""
+    import numpy as np
+
+    from kanana_longctx.run.reuse_plan import plan_reuse, planned_work
+
+    ids = [np.asarray(p.input_ids, dtype=np.int64) for p in probe_set.probes]
+    batches = plan_reuse(ids, probe_set.shared_prefix_ids, rows)
+    return sum(end - begin for begin, end, _ in planned_work(batches, [len(x) for x in ids]))
+
+
 def summarize(probe_set: ProbeSet, params: float | None = None) -> ProbeSetSummary:
+    from kanana_longctx.probes.tasks import resolve_task
+
     probes = probe_set.probes
     errors = [abs(p.actual_depth - p.depth) for p in probes]
-    deepest = max((p.needle_token_start for p in probes), default=0)
+    task = resolve_task(
+        probe_set.task, distractors=probe_set.distractors,
+        values=probe_set.values if probe_set.task == "multivalue" else None,
+        queries=probe_set.queries if probe_set.task == "multiquery" else None,
+    )
     return ProbeSetSummary(
         probes=len(probes),
         lengths=tuple(sorted({p.length for p in probes})),
@@ -67,7 +94,7 @@ def summarize(probe_set: ProbeSet, params: float | None = None) -> ProbeSetSumma
         haystack_hash=probe_set.haystack_hash,
         haystack_repeats=probe_set.haystack_repeats,
         total_tokens=sum(p.n_tokens for p in probes),
-        reuse_tokens=deepest + sum(p.n_tokens - p.needle_token_start for p in probes),
+        reuse_tokens=planned_prefill_tokens(probe_set),
         shared_prefix_tokens=len(probe_set.shared_prefix_ids),
         max_depth_error=round(max(errors, default=0.0), 2),
         off_depth=sum(e > DEPTH_TOLERANCE for e in errors),
@@ -75,6 +102,9 @@ def summarize(probe_set: ProbeSet, params: float | None = None) -> ProbeSetSumma
         max_pad=max((p.pad_tokens for p in probes), default=0),
         exact=all(p.n_tokens == p.length == len(p.input_ids) for p in probes),
         params=params,
+        task=task.describe(),
+        repeats=probe_set.repeats,
+        max_new_tokens=probe_set.max_new_tokens,
     )
 
 

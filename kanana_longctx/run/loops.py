@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kanana_longctx.probes.spec import Probe
 from kanana_longctx.results import ResultRecord
-from kanana_longctx.run.scoring import score_contains
+from kanana_longctx.run.scoring import result_record
 
 
 @dataclass(frozen=True)
@@ -53,25 +53,16 @@ def clean_output(text: str, form: str) -> str:
     return text.strip()
 
 
-def _record(probe: Probe, output_ids, tokenizer, seconds: float, prefill_tokens: int) -> ResultRecord:
+def _record(
+    probe: Probe, output_ids, tokenizer, seconds: float, prefill_tokens: int, max_new: int, stop
+) -> ResultRecord:
+    """Score a finished probe; `stop` tells whether decoding ended by itself (an answer that did not was cut off
+    by the budget: its outcome can be "truncated")."""
     text = clean_output(tokenizer.decode(output_ids, skip_special_tokens=True), probe.form)
-    return ResultRecord(
-        probe_id=probe.probe_id,
-        length=probe.length,
-        depth=probe.depth,
-        score=score_contains(text, probe.expected),
-        expected=probe.expected,
-        output=text,
-        n_tokens=probe.n_tokens,
-        needle_token_start=probe.needle_token_start,
-        needle_token_end=probe.needle_token_end,
-        seed=probe.seed,
-        form=probe.form,
-        lang=probe.lang,
-        haystack=probe.haystack,
-        new_tokens=len(output_ids),
+    stopped = bool(output_ids) and stop(list(output_ids))
+    return result_record(
+        probe, text, new_tokens=len(output_ids), max_new_tokens=max_new, stopped=stopped, seconds=seconds,
         prefill_tokens=prefill_tokens,
-        seconds=round(seconds, 4),
     )
 
 
@@ -189,7 +180,7 @@ def _decode_batch(fast, batch, tokenizer, stop, max_new, writer, reporter) -> No
     outputs = fast.decode_rows([(row, logits, p.n_tokens, stop) for p, row, logits, _, _ in batch], max_new)
     share = (time.perf_counter() - t) / len(batch)
     records = [
-        _record(p, out, tokenizer, seconds + share, prefill_tokens)
+        _record(p, out, tokenizer, seconds + share, prefill_tokens, max_new, stop)
         for (p, _, _, seconds, prefill_tokens), out in zip(batch, outputs)
     ]
     writer.append(records)
@@ -207,6 +198,7 @@ def run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, wr
     for p in pending:
         by_length[p.n_tokens].append(p)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(stop_ids) if stop_ids else 0)
+    stop = _make_stop(tokenizer, stop_ids, probe_set.form)
     computed = 0.0
     for length in sorted(by_length, reverse=True):
         group = by_length[length]
@@ -218,7 +210,7 @@ def run_hf(loaded, probe_set, pending, tokenizer, stop_ids, max_new, options, wr
                 loaded, [p.input_ids for p in batch], max_new_tokens=max_new, stop_ids=stop_ids, pad_id=pad_id
             )
             seconds = (time.perf_counter() - t) / len(batch)
-            records = [_record(p, out, tokenizer, seconds, p.n_tokens) for p, out in zip(batch, outputs)]
+            records = [_record(p, out, tokenizer, seconds, p.n_tokens, max_new, stop) for p, out in zip(batch, outputs)]
             writer.append(records)
             for r in records:
                 reporter.advance(r)

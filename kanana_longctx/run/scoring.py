@@ -4,12 +4,17 @@ Why not an LLM judge: judges mark correct but wordy answers wrong and are not re
 `contains` (the default) gives 1.0 when the expected answer appears in the output after normalisation: Unicode
 NFKC, case folding, whitespace collapsed, and for numeric answers digit-group separators ("1,234,567",
 "1 234 567") removed, so a correct value in any common spelling counts and a different value never does.
+
+`judge` scores an answer to any task (the share of the asked values it gives, or for an absent key whether it
+refuses) and names its failure class, deterministically: found, partial, distractor, other_number, refusal,
+empty, truncated, no_answer (OUTCOMES). The class is stored on every result row.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Callable
 
 _SPACES = re.compile(r"\s+")
@@ -52,3 +57,129 @@ def get_scorer(name: str) -> Callable[[str, str], float]:
         return SCORERS[name]
     except KeyError:
         raise BadInput(f"unknown scorer '{name}' (choose from {', '.join(SCORERS)})") from None
+
+
+# -- failure classes -------------------------------------------------------------------------------------------
+OUTCOMES = ("found", "partial", "distractor", "other_number", "refusal", "empty", "truncated", "no_answer")
+OUTCOME_TEXT = {
+    "found": "every asked value given",
+    "partial": "some of the asked values given",
+    "distractor": "another needle's value, none of the asked ones",
+    "other_number": "a number that is in no needle",
+    "refusal": "says there is no such number",
+    "empty": "no answer at all",
+    "truncated": "cut off by max_new_tokens before any number",
+    "no_answer": "words without a number or a refusal",
+}
+NUMBER_MIN_DIGITS = 5  # a claimed value: values have 7 digits; 5 or 6 is a miscopied one, "2 numbers" is not
+
+
+@dataclass(frozen=True)
+class Judgement:
+    score: float  # share of the asked values given; for an absent needle 1.0 for a refusal
+    outcome: str  # one of OUTCOMES
+    found: tuple[str, ...] = ()  # asked values the answer gives
+    named_distractors: tuple[str, ...] = ()  # values of other needles the answer gives
+
+
+def number_runs(text: str) -> list[str]:
+    """The digit runs of an answer, digit-group separators removed ("1,234,567" -> "1234567")."""
+    return _digits_only_runs(normalize(text))
+
+
+def claimed_numbers(text: str) -> list[str]:
+    """The runs long enough to be a claimed value (NUMBER_MIN_DIGITS or more)."""
+    return [run for run in number_runs(text) if len(run) >= NUMBER_MIN_DIGITS]
+
+
+def _refusal_pattern(phrase: str) -> re.Pattern:
+    """English phrases match as whole words ("none", not "nonetheless"); Korean stems anywhere in the text."""
+    escaped = re.escape(phrase)
+    return re.compile(rf"\b{escaped}\b" if phrase.isascii() else escaped)
+
+
+_REFUSALS: dict[str, tuple[re.Pattern, ...]] = {}
+
+
+def is_refusal(text: str, lang: str) -> bool:
+    """Whether the answer says there is no such number, by the deterministic word list of `lang`."""
+    from kanana_longctx.probes.languages import language_pack
+
+    if lang not in _REFUSALS:
+        _REFUSALS[lang] = tuple(_refusal_pattern(p) for p in language_pack(lang).refusals)
+    folded = normalize(text).replace("\u2019", "'")
+    return any(pattern.search(folded) for pattern in _REFUSALS[lang])
+
+
+def hit_budget(new_tokens: int, max_new_tokens: int, stopped: bool) -> bool:
+    """Whether decoding ended because the answer used up its budget (not at a stop token or line end)."""
+    return max_new_tokens > 0 and new_tokens >= max_new_tokens and not stopped
+
+
+def judge(
+    output: str, expected: tuple[str, ...], distractors: tuple[str, ...], lang: str, truncated: bool
+) -> Judgement:
+    """Score an answer and name its class. `expected`: the asked values (none: the asked key is absent and a
+    refusal is right). Classes, first that applies: found / partial (asked values given), empty, distractor,
+    other_number, refusal, truncated (used up its budget), no_answer."""
+    found = tuple(v for v in expected if score_contains(output, v))
+    named = tuple(v for v in distractors if score_contains(output, v))
+    others = [r for r in claimed_numbers(output) if r not in expected and r not in distractors]
+    if expected and found:
+        outcome = "found" if len(found) == len(expected) else "partial"
+        return Judgement(len(found) / len(expected), outcome, found, named)
+    if not output.strip():
+        outcome = "empty"
+    elif named:
+        outcome = "distractor"
+    elif others:
+        outcome = "other_number"
+    elif is_refusal(output, lang):
+        outcome = "refusal"
+    elif truncated:
+        outcome = "truncated"
+    else:
+        outcome = "no_answer"
+    score = 1.0 if not expected and outcome == "refusal" else 0.0
+    return Judgement(score, outcome, found, named)
+
+
+def judge_probe(probe, output: str, truncated: bool) -> Judgement:
+    """`judge` with the probe's own values and language."""
+    return judge(output, tuple(probe.answers), tuple(probe.distractor_values), probe.lang, truncated)
+
+
+def result_record(probe, output: str, *, new_tokens: int, max_new_tokens: int, stopped: bool, seconds: float,
+                  prefill_tokens: int):
+    """The results.jsonl row of a probe and its (cleaned) answer; `stopped`: decoding ended at a stop token or
+    line end rather than at the budget."""
+    from kanana_longctx.results import ResultRecord
+
+    judged = judge_probe(probe, output, hit_budget(new_tokens, max_new_tokens, stopped))
+    return ResultRecord(
+        probe_id=probe.probe_id,
+        length=probe.length,
+        depth=probe.depth,
+        score=judged.score,
+        expected=probe.expected,
+        output=output,
+        n_tokens=probe.n_tokens,
+        needle_token_start=probe.needle_token_start,
+        needle_token_end=probe.needle_token_end,
+        seed=probe.seed,
+        form=probe.form,
+        lang=probe.lang,
+        haystack=probe.haystack,
+        new_tokens=new_tokens,
+        prefill_tokens=prefill_tokens,
+        seconds=round(seconds, 4),
+        task=probe.task,
+        repeat=probe.repeat,
+        outcome=judged.outcome,
+        max_new_tokens=max_new_tokens,
+        keys=tuple(probe.keys),
+        expected_values=tuple(probe.answers),
+        found_values=judged.found,
+        distractor_values=tuple(probe.distractor_values),
+        named_distractors=judged.named_distractors,
+    )
