@@ -8,7 +8,8 @@ probe only up to its first needle, and shares more with the probes that hold the
 - The needle at the cell's depth (the first asked one) is placed as in the single task: at the sentence end nearest
   to the depth, its key and value drawn from `"SEED@OFFSET"`.
 - The other needles, the *column* needles (distractors, the other values or keys asked), are drawn once per
-  length and repeat, from `"SEED:TASK:LENGTH"`: uniform fractions of the length's haystack span, each at the
+  length and repeat, from `"SEED:TASK:LENGTH"`: with n of them, one uniform draw in each n-th of the length's
+  haystack span (the shares dealt out in a drawn order, so no kind of needle keeps to one end), each at the
   nearest free sentence end, with keys and values of their own. Every depth of a length holds the same column
   needles at the same places, so K stays exact for every probe, the needles spread over the whole probe, and the
   probes of one column are identical up to their own needle: computed once, they cost what single-task probes do.
@@ -88,21 +89,27 @@ class KeyedBuilder:
         asked = max(0, task.asked_needles - 1)
         needles: list[tuple[int, str, str, bool]] = []
         keys = {asked_key} - {""}
-        for index in range(task.column_needles):
+        strata = list(range(task.column_needles))  # one needle per equal share of the span, in a drawn order
+        rng.shuffle(strata)
+        for index, stratum in enumerate(strata):
             is_asked = index < asked
             key = asked_key if asked_key and is_asked else self._draw_key(rng, keys)
             keys.add(key)
             value = draw_value(rng, ctx.forbidden | {n[2] for n in needles})
-            cut = self._column_cut(rng, free, span_end, {n[0] for n in needles}, self.words.needle_text(key, value))
+            taken = {n[0] for n in needles}
+            text = self.words.needle_text(key, value)
+            cut = self._column_cut(rng, free, span_end, (stratum, len(strata)), taken, text)
             needles.append((cut, key, value, is_asked))
         column = (sorted(needles), asked_key)
         self._columns[(length, repeat)] = column
         return column
 
-    def _column_cut(self, rng: random.Random, free: list[int], span_end: int, taken: set[int], text: str) -> int:
+    def _column_cut(self, rng, free: list[int], span_end: int, share: tuple[int, int], taken: set[int], text: str):
+        """A free, stable sentence end for a column needle, near a uniform draw from share i of n of the span."""
         tb, stream = self.tb, self.ctx.stream
+        stratum, strata = share
         for _ in range(_TRIES):
-            target = stream.start + round(rng.random() * (span_end - stream.start))
+            target = stream.start + round((stratum + rng.random()) / strata * (span_end - stream.start))
             for cut in nearest(free, target):
                 if cut in taken:
                     continue
