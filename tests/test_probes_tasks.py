@@ -246,3 +246,13 @@ def test_keys_spelled_by_the_haystack_are_never_drawn(smollm2_tokenizer, tmp_pat
     for probe in probe_set.probes:
         found = assert_keyed_probe(smollm2_tokenizer, probe, 4)
         assert {key for key, _ in found} <= allowed
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_keyed_tasks_on_the_noise_and_reference_haystacks(smollm2_tokenizer, shared_haystacks, lang):
+    for haystack in ("noise", str(shared_haystacks / lang)):
+        for task in ("multikey", "multiquery", "absent"):
+            probe_set = _build(smollm2_tokenizer, lengths=(3000, 9000), depths=(0, 43, 100), task=task, lang=lang,
+                               haystack=haystack, form="retform", repeats=2)
+            for probe in probe_set.probes:
+                assert_keyed_probe(smollm2_tokenizer, probe, resolve_task(task).needles)

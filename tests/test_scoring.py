@@ -10,7 +10,7 @@ import pytest
 from kanana_longctx.probes.spec import Probe
 from kanana_longctx.results import ResultRecord, ResultsWriter, load_results
 from kanana_longctx.run.scoring import (
-    OUTCOMES, claimed_numbers, hit_budget, is_refusal, judge, result_record, score_contains,
+    OUTCOMES, claimed_numbers, hit_budget, is_refusal, judge, outcome_counts, result_record, score_contains,
 )
 
 A, B, C, D = "4827163", "9051337", "3318842", "7264015"
@@ -132,6 +132,8 @@ def test_result_rows_carry_task_repeat_outcome_and_values(tmp_path):
         writer.append([row, cut, absent])
     records, _ = load_results(tmp_path)
     assert records == [row, cut, absent]
+    old = ResultRecord.from_dict({**row.to_dict(), "outcome": ""})
+    assert outcome_counts([*records, old]) == {"distractor": 1, "refusal": 1, "truncated": 1, "unscored": 1}
 
 
 def test_rows_of_older_runs_still_load(tmp_path):

@@ -183,3 +183,12 @@ def result_record(probe, output: str, *, new_tokens: int, max_new_tokens: int, s
         distractor_values=tuple(probe.distractor_values),
         named_distractors=judged.named_distractors,
     )
+
+
+def outcome_counts(records) -> dict[str, int]:
+    """Rows per failure class, in OUTCOMES order (classes no row has are left out; rows of older runs, which have
+    no class, count as "unscored")."""
+    counts = {name: 0 for name in (*OUTCOMES, "unscored")}
+    for record in records:
+        counts[record.outcome or "unscored"] += 1
+    return {name: n for name, n in counts.items() if n}
