@@ -15,6 +15,7 @@ from kanana_longctx.probes.sentences import sentence_ends
 from kanana_longctx.probes.spec import Probe
 from kanana_longctx.probes.summary import planned_prefill_tokens, read_prompts, write_prompts
 from kanana_longctx.probes.tasks import resolve_task
+from test_probes_exact import llama3_style_tokenizer  # noqa: F401  (a fixture: Kanana-style pre-tokenizer)
 
 KEYED = ("multikey", "multivalue", "multiquery", "absent")
 NEEDLE = {"en": re.compile(r'The special magic number for "([^"]+)" is: (\d+)\.'),
@@ -256,3 +257,12 @@ def test_keyed_tasks_on_the_noise_and_reference_haystacks(smollm2_tokenizer, sha
                                haystack=haystack, form="retform", repeats=2)
             for probe in probe_set.probes:
                 assert_keyed_probe(smollm2_tokenizer, probe, resolve_task(task).needles)
+
+
+def test_keyed_tasks_are_exact_with_a_llama3_style_pretokenizer(llama3_style_tokenizer):
+    for lang, lengths in (("en", (1200, 3333)), ("ko", (2600, 4001))):
+        for task in KEYED:
+            probe_set = _build(llama3_style_tokenizer, lengths=lengths, depths=(0, 36, 100), task=task, lang=lang,
+                               form="retform")
+            for probe in probe_set.probes:
+                assert_keyed_probe(llama3_style_tokenizer, probe, resolve_task(task).needles)

@@ -10,6 +10,8 @@ first release, so its probes are unchanged), repeat r > 0 from `"SrR@OFFSET"`: i
 
 from __future__ import annotations
 
+import bisect
+
 from kanana_longctx.errors import ProbeError
 from kanana_longctx.probes.assemble import MAX_PAD, Assembler, Built
 from kanana_longctx.probes.haystack import Haystack
@@ -66,8 +68,6 @@ class ProbeContext:
     def span_end(self, length: int, reserve: int) -> tuple[list[int], int]:
         """Sentence ends a probe of `length` may hold needles at (stream positions), and the last of them: the
         haystack span a depth is a percentage of."""
-        import bisect
-
         stream = self.stream
         bounds = stream.boundaries[: bisect.bisect_right(stream.boundaries, length - reserve)]
         return bounds, bounds[-1]

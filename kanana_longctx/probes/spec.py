@@ -17,8 +17,8 @@ class Probe:
     length: int  # requested length in tokens
     depth: float  # requested depth, percent of the haystack span
     n_tokens: int  # actual tokens of `prompt` (== length)
-    needle_token_start: int  # index of the needle's first token in input_ids
-    needle_token_end: int  # one past the needle's last token
+    needle_token_start: int  # first token of the needle at the cell's depth (absent: where the question starts)
+    needle_token_end: int  # one past its last token
     expected: str  # the answer a correct model produces (e.g. the 7-digit value)
     needle: str
     question: str
