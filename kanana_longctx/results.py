@@ -41,6 +41,15 @@ class ResultRecord:
     prefill_tokens: int = 0  # tokens actually computed in prefill (less than n_tokens when a prefix was reused)
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)  # the backend's own facts about this row (written only when any)
+    task: str = "single"  # single | multikey | multivalue | multiquery | absent
+    repeat: int = 0  # which of the cell's probes
+    outcome: str = ""  # failure class (kanana_longctx.scoring.OUTCOMES); "" in rows of older runs
+    max_new_tokens: int = 0  # the answer budget the row ran with (outcome "truncated": it was used up)
+    keys: tuple[str, ...] = ()  # the keys asked (keyed tasks)
+    expected_values: tuple[str, ...] = ()  # every value a right answer gives
+    found_values: tuple[str, ...] = ()  # those the answer gives
+    distractor_values: tuple[str, ...] = ()  # values of the probe's other needles
+    named_distractors: tuple[str, ...] = ()  # those the answer gives
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -51,7 +60,18 @@ class ResultRecord:
     @classmethod
     def from_dict(cls, data: dict) -> "ResultRecord":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for name in _TUPLES:
+            if name in kwargs:
+                kwargs[name] = tuple(kwargs[name])
+        return cls(**kwargs)
+
+
+_TUPLES = ("keys", "expected_values", "found_values", "distractor_values", "named_distractors")
+
+
+# What a run.json written before probe tasks existed implies about its grid: the single needle, once per cell.
+GRID_DEFAULTS = {"task": "single", "distractors": 0, "values": 1, "queries": 1, "repeats": 1}
 
 
 @dataclass(frozen=True)
@@ -82,7 +102,7 @@ class RunInfo:
             "form": self.form,
             "lang": self.lang,
             "haystack_hash": self.haystack_hash,
-            "grid": self.grid,
+            "grid": {**GRID_DEFAULTS, **self.grid},
             "seed": self.seed,
             "yarn": self.yarn,
             "max_new_tokens": self.max_new_tokens,

@@ -74,6 +74,36 @@ def test_default_out_dir_is_named_after_model_form_lang_and_grid(tmp_path, fast_
     result = runner.invoke(app, ["niah", "--dry-run", "--preset", "quick", "--lang", "ko"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "smollm2-qaform-ko-quick" / "prompts.jsonl").is_file()
+    result = runner.invoke(app, ["niah", "--dry-run", "-l", "2000", "-d", "50", "--task", "absent"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "smollm2-absent-qaform-en-custom" / "prompts.jsonl").is_file()
+
+
+def test_task_options_and_repeats_reach_the_probes_and_the_summary(tmp_path, fast_tokenizer, smollm2_tokenizer):
+    from kanana_longctx.probes import ProbeRequest, build_probe_set
+    from kanana_longctx.plan.memory import MAX_ROWS
+    from kanana_longctx.plan.reuse import plan_reuse, planned_tokens
+
+    out = tmp_path / "mk"
+    args = ["niah", "--dry-run", "-o", str(out), "-l", "2000,3000", "-d", "0,50,100", "--task", "multikey",
+            "--distractors", "2", "--repeats", "2", "--form", "retform"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = _lines(out / "prompts.jsonl")
+    assert len(rows) == 12 and {r["repeat"] for r in rows} == {0, 1}
+    assert all(r["task"] == "multikey" and len(r["distractor_values"]) == 2 for r in rows)
+    assert rows[1]["probe_id"] == "multikey-L2000-D0-R1"
+    text = " ".join(result.stdout.split())
+    assert "12 = 2 lengths x 3 depths x 2 repeats" in text
+    assert "multikey: 1 asked key + 2 distractors (3 needles per probe)" in text
+    # the reuse share is the runner's plan for exactly these probes
+    request = ProbeRequest(lengths=(2000, 3000), depths=(0, 50, 100), task="multikey", distractors=2, repeats=2,
+                           form="retform")
+    probe_set = build_probe_set(request, smollm2_tokenizer)
+    ids = [p.input_ids for p in probe_set.probes]
+    planned = planned_tokens(plan_reuse(ids, probe_set.shared_prefix_ids, MAX_ROWS), [len(x) for x in ids])
+    assert f"{planned:,} to prefill with prefix reuse ({1 - planned / 30000:.1%} reused)" in text
+    assert f"answer budget {probe_set.max_new_tokens} new tokens" in text
 
 
 @pytest.mark.parametrize(
@@ -88,6 +118,10 @@ def test_default_out_dir_is_named_after_model_form_lang_and_grid(tmp_path, fast_
         (["--haystack", "/nonexistent/hay"], "not found"),
         (["--needle", "no value"], "needs --expected"),
         (["--params", "lots"], "cannot parse parameter count"),
+        (["--task", "ruler"], "unknown task 'ruler'"),
+        (["--task", "multikey", "--values", "3"], "--values applies to --task multivalue only"),
+        (["--task", "multikey", "--needle", "Key {value}."], "--task single only"),
+        (["--repeats", "0"], "--repeats must be between"),
         (["--model", "/nonexistent/model"], "no such file or directory"),
         (["--model", "nobody/nothing"], "not in the local Hugging Face cache"),
     ],

@@ -92,7 +92,7 @@ def test_the_dry_runs_reuse_flops_are_the_runners_computed_flops(smollm2_tokeniz
 
     probe_set = build_probe_set(ProbeRequest(lengths=(300, 700), depths=(0, 50, 100), haystack="noise"), smollm2_tokenizer)
     ran = execute(probe_set, RunOptions(max_new_tokens=2), tmp_path, loaded=smollm2_loaded, tokenizer=smollm2_tokenizer)
-    dry = summarize(probe_set, shape=ModelShape.from_config(smollm2_loaded.model.config), trimmed=True)
+    dry = summarize(probe_set, shape=ModelShape.from_config(smollm2_loaded.model.config), trimmed=True, rows=1)
     assert ran.backend.engine == "fast" and ran.kv_rows == 1  # the CPU plan: one KV row, as the dry run plans
     assert dry.reuse_flops == ran.computed_flops
     assert dry.flops == ran.effective_flops

@@ -45,13 +45,19 @@ def _summary_table(summary, seconds: float) -> Table:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     lengths = summary.lengths
-    table.add_row("probes", f"{summary.probes} = {len(lengths)} lengths x {len(summary.depths)} depths")
+    repeats = f" x {summary.repeats} repeats" if summary.repeats > 1 else ""
+    table.add_row("probes", f"{summary.probes} = {len(lengths)} lengths x {len(summary.depths)} depths{repeats}")
+    table.add_row("task", summary.task)
     table.add_row("lengths", f"{lengths[0]:,} .. {lengths[-1]:,} tokens" if len(lengths) > 1 else f"{lengths[0]:,}")
     table.add_row("depths", ", ".join(f"{d:g}" for d in summary.depths) + " %")
     table.add_row("form / lang", f"{summary.form} / {summary.lang}")
     repeats = f", repeated x{summary.haystack_repeats}" if summary.haystack_repeats > 1 else ""
     table.add_row("haystack", escape(f"{summary.haystack} (sha256 {summary.haystack_hash[:12]}{repeats})"))
-    table.add_row("tokens", f"{summary.total_tokens:,} in all; {summary.reuse_tokens:,} to prefill with prefix reuse")
+    table.add_row(
+        "tokens",
+        f"{summary.total_tokens:,} in all; {summary.reuse_tokens:,} to prefill with prefix reuse"
+        f" ({summary.reuse_share:.1%} reused)",
+    )
     table.add_row("shared prefix", f"{summary.shared_prefix_tokens:,} tokens")
     depth_note = f"max |actual - requested| {summary.max_depth_error:g} points"
     if summary.off_depth:
@@ -67,6 +73,7 @@ def _summary_table(summary, seconds: float) -> Table:
             f"{human(summary.flops)}FLOP at {human(summary.params)} params (2 x params x tokens; attention extra);"
             f" {human(summary.reuse_flops)}FLOP with prefix reuse",
         )
+    table.add_row("answer budget", f"{summary.max_new_tokens} new tokens (from a right answer's tokens)")
     table.add_row("built in", f"{seconds:.2f} s")
     return table
 
@@ -85,7 +92,7 @@ DryRunOpt = Annotated[
 ]
 OutOpt = Annotated[
     Optional[Path],
-    typer.Option("--out", "-o", help="Run directory \\[default: runs/MODEL-FORM-LANG-GRID].", show_default=False),
+    typer.Option("--out", "-o", help="Run directory \\[default: runs/MODEL[-TASK]-FORM-LANG-GRID].", show_default=False),
 ]
 PresetOpt = Annotated[
     Optional[str],
@@ -186,6 +193,40 @@ AnswerPrefixOpt = Annotated[
         help="Text the prompt ends with; 'default' = the language's; '' = none.",
         rich_help_panel=_PROBE,
     ),
+]
+TaskOpt = Annotated[
+    str,
+    typer.Option(
+        "--task",
+        "-t",
+        help="single | multikey | multivalue | multiquery | absent.",
+        rich_help_panel=_PROBE,
+    ),
+]
+DistractorsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--distractors",
+        help="Needles of other keys per probe \\[default: 3 for multikey, else 0].",
+        rich_help_panel=_PROBE,
+        show_default=False,
+    ),
+]
+ValuesOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--values", help="Values of the key (multivalue) \\[default: 4].", rich_help_panel=_PROBE, show_default=False
+    ),
+]
+QueriesOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--queries", help="Keys asked at once (multiquery) \\[default: 4].", rich_help_panel=_PROBE, show_default=False
+    ),
+]
+RepeatsOpt = Annotated[
+    int,
+    typer.Option("--repeats", "-r", help="Probes per cell, each with its own draws.", rich_help_panel=_PROBE),
 ]
 VerifyOpt = Annotated[
     str,
@@ -310,6 +351,11 @@ def niah(
     question: QuestionOpt = None,
     expected: ExpectedOpt = None,
     answer_prefix: AnswerPrefixOpt = None,
+    task: TaskOpt = "single",
+    distractors: DistractorsOpt = None,
+    values: ValuesOpt = None,
+    queries: QueriesOpt = None,
+    repeats: RepeatsOpt = 1,
     verify: VerifyOpt = "junctions",
     with_ids: WithIdsOpt = False,
     params: ParamsOpt = None,
@@ -343,6 +389,8 @@ def niah(
 
       kanana-longctx niah --needle "The pass key is {value}." --question "What is the pass key?" --dry-run
 
+      kanana-longctx niah --task multikey --distractors 5 --repeats 3 --preset readme-32k --dry-run
+
       kanana-longctx niah -m kakaocorp/kanana-1.5-8b-instruct-2505 --preset readme-128k --yarn --out runs/k8b-128k
     """
     from kanana_longctx.errors import BadInput
@@ -365,7 +413,8 @@ def niah(
     param_count = parse_count(params) if params is not None else None
     request = ProbeRequest.from_grid(
         grid, haystack=haystack, form=form.strip().lower(), lang=pack.code, seed=seed, needle=needle,
-        question=question, expected=expected, answer_prefix=answer_prefix, verify=verify,
+        question=question, expected=expected, answer_prefix=answer_prefix, verify=verify, task=task,
+        distractors=distractors, values=values, queries=queries, repeats=repeats,
     )
     hay = load_haystack(haystack, pack.code)
     run_options = RunOptions(
@@ -384,7 +433,8 @@ def niah(
     tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
     started = time.perf_counter()
     probe_set = build_probe_set(request, tokenizer, haystack=hay)
-    out_dir = out or Path("runs") / f"{model_slug(model)}-{probe_set.form}-{probe_set.lang}-{grid.name}"
+    task_part = "" if probe_set.task == "single" else f"-{probe_set.task}"
+    out_dir = out or Path("runs") / f"{model_slug(model)}{task_part}-{probe_set.form}-{probe_set.lang}-{grid.name}"
 
     if dry_run:
         if (out_dir / RESULTS_NAME).exists() and not overwrite:

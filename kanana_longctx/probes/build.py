@@ -6,36 +6,30 @@ A probe of length L is `stream[:cut] + needle + stream[cut:end] + tail`, where `
 the haystack tokenized once, `cut` is the sentence end nearest to the requested depth, and `tail` is the question
 part of the template (question, end of turn, generation prompt, answer prefix). So the pre-needle tokens of every
 probe are a prefix of one stream, which the runner computes once. `end` is chosen so that the probe has exactly L
-tokens; when that position falls inside a multi-byte character (Korean with a small vocabulary) or on an unstable
-junction, the haystack ends a token or three earlier and a short filler ("…") makes up the difference, recorded as
-`pad_tokens`. Every junction is re-encoded locally (`TokenBytes.splice_ok`), so `tokenizer(prompt,
-add_special_tokens=False)` gives back `input_ids` exactly; `verify="full"` re-encodes every whole prompt as well.
+tokens (kanana_longctx.probes.assemble). Every junction is re-encoded locally (`TokenBytes.splice_ok`), so
+`tokenizer(prompt, add_special_tokens=False)` gives back `input_ids` exactly; `verify="full"` re-encodes every
+whole prompt as well. The keyed tasks (several needles, kanana_longctx.probes.multi) are built the same way.
 """
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
 from kanana_longctx.errors import ProbeError
+from kanana_longctx.probes.answer import answer_budget
+from kanana_longctx.probes.assemble import nearest
+from kanana_longctx.probes.context import ProbeContext, seed_tag
 from kanana_longctx.probes.grid import Grid, round_half_up
 from kanana_longctx.probes.haystack import Haystack, load_haystack
 from kanana_longctx.probes.languages import language_pack
 from kanana_longctx.probes.needle import NeedleSpec, draw_value, needle_rng, resolve_needle
 from kanana_longctx.probes.spec import Probe, ProbeSet
-from kanana_longctx.probes.stream import Stream, build_stream
-from kanana_longctx.probes.template import SEPARATOR, Template, build_template, resolve_form
+from kanana_longctx.probes.tasks import resolve_task
+from kanana_longctx.probes.template import resolve_form
 from kanana_longctx.probes.tokens import TokenBytes
 
 VERIFY_MODES = ("junctions", "full")
-MIN_HAYSTACK_TOKENS = 32  # a probe with less haystack than this tests nothing
-MAX_PAD = 4
-_MAX_CANDIDATES = 64  # sentence ends tried per probe, nearest to the requested depth first
-# Fillers, preferred first: an ellipsis reads as "the text was cut here", which it was.
-_BRIDGES = (
-    "…", "……", "………", "…………", "……………", " …", " ……", " ………", "[…]", " […]", "(…)", " (…)",
-)
-_BRIDGE_UNITS = ("…", ".", "—", "-", ",", "*")  # fallbacks for tokenizers that merge the ones above
+MAX_REPEATS = 1000
 
 
 @dataclass(frozen=True)
@@ -55,6 +49,11 @@ class ProbeRequest:
     preset: str = ""  # grid name, for the records
     verify: str = "junctions"  # junctions | full (re-encode every prompt: slow at 128K)
     haystack_root: str | None = field(default=None, compare=False)  # built-in haystack directory override
+    task: str = "single"  # single | multikey | multivalue | multiquery | absent
+    distractors: int | None = None  # None: the task's default
+    values: int | None = None
+    queries: int | None = None
+    repeats: int = 1  # probes per cell, each with its own draws
 
     @classmethod
     def from_grid(cls, grid: Grid, **kwargs) -> "ProbeRequest":
@@ -81,27 +80,43 @@ class ProbeRequest:
         if self.verify not in VERIFY_MODES:
             raise ProbeError(f"unknown verify mode '{self.verify}' (choose junctions or full)")
         language_pack(self.lang)
+        task = resolve_task(self.task, distractors=self.distractors, values=self.values, queries=self.queries)
+        object.__setattr__(self, "task", task.name)
+        if task.keyed and (self.needle is not None or self.question is not None or self.expected is not None):
+            raise ProbeError("--needle, --question and --expected work with --task single only")
+        if not 1 <= int(self.repeats) <= MAX_REPEATS:
+            raise ProbeError(f"--repeats must be between 1 and {MAX_REPEATS}, got {self.repeats}")
+
+    @property
+    def task_spec(self):
+        return resolve_task(self.task, distractors=self.distractors, values=self.values, queries=self.queries)
 
 
 def build_probe_set(request: ProbeRequest, tokenizer, *, haystack: Haystack | None = None) -> ProbeSet:
     """Build every probe of `request`; raise ProbeError/HaystackError before anything is written."""
     pack = language_pack(request.lang)
     form = resolve_form(request.form, tokenizer)
-    spec = resolve_needle(
-        pack, form, needle=request.needle, question=request.question,
-        expected=request.expected, answer_prefix=request.answer_prefix,
-    )
+    task = request.task_spec
     hay = haystack or load_haystack(request.haystack, pack.code, root=request.haystack_root)
     tb = TokenBytes(tokenizer)
-    template = build_template(tokenizer, form, pack.instruction, spec.question, spec.answer_prefix)
-    assembler = _Assembler(tb, template, spec, hay, request, max(request.lengths))
-    probes = [assembler.probe(length, depth) for length in request.lengths for depth in request.depths]
+    if task.keyed:
+        from kanana_longctx.probes.multi import KeyedBuilder
+
+        builder = KeyedBuilder(tb, tokenizer, form, pack, task, hay, request)
+    else:
+        builder = _SingleBuilder(tb, tokenizer, form, pack, hay, request)
+    probes = [
+        builder.probe(length, depth, repeat)
+        for length in request.lengths
+        for depth in request.depths
+        for repeat in range(request.repeats)
+    ]
     if request.verify == "full":
         verify_full(tokenizer, probes)
-    longest = max(p.haystack_end - (p.needle_token_end - p.needle_token_start) for p in probes)
+    longest = max(p.haystack_end - sum(b - a for a, b in p.needle_spans) for p in probes)
     return ProbeSet(
         probes=tuple(probes),
-        shared_prefix_ids=tuple(assembler.stream.ids[:longest]),
+        shared_prefix_ids=tuple(builder.ctx.stream.ids[:longest]),
         form=form,
         lang=pack.code,
         haystack=hay.name,
@@ -110,6 +125,12 @@ def build_probe_set(request: ProbeRequest, tokenizer, *, haystack: Haystack | No
         haystack_repeats=max(p.haystack_repeats for p in probes),
         preset=request.preset,
         tokenizer=str(getattr(tokenizer, "name_or_path", "") or ""),
+        task=task.name,
+        distractors=task.distractors,
+        values=task.values,
+        queries=task.queries,
+        repeats=request.repeats,
+        max_new_tokens=answer_budget(probes, tokenizer),
     )
 
 
@@ -123,64 +144,60 @@ def verify_full(tokenizer, probes, batch: int = 8) -> None:
                 raise ProbeError(f"probe {probe.probe_id}: the prompt re-encodes to {len(ids)} tokens, not its ids")
 
 
-class _Assembler:
-    """Holds the stream and the template pieces; builds one probe at a time."""
+class _SingleBuilder:
+    """The README's probe: one needle, at the sentence end nearest to the cell's depth."""
 
-    def __init__(self, tb: TokenBytes, template: Template, spec: NeedleSpec, hay: Haystack, request, longest: int):
-        self.tb, self.template, self.spec, self.hay, self.request = tb, template, spec, hay, request
-        self.sample_needle = len(tb.encode(" " + spec.needle_text("0" * 7)))
-        self.suffix_len = len(tb.encode(template.suffix))
-        prefix_len = len(tb.encode(template.prefix))
-        self.minimum = prefix_len + self.sample_needle + self.suffix_len + MIN_HAYSTACK_TOKENS
-        if min(request.lengths) < self.minimum:
-            raise ProbeError(
-                f"length {min(request.lengths)} is too small for this template: the {template.form} template,"
-                f" needle and question take {self.minimum - MIN_HAYSTACK_TOKENS} tokens; use at least {self.minimum}"
-            )
-        need = longest - prefix_len - self.sample_needle - self.suffix_len + tb.window + tb.scan + MAX_PAD + 64
-        self.stream: Stream = build_stream(tb, template.prefix, hay, need)
-        self.forbidden = set(self.stream.digit_runs)
-        self.bridges = self._bridges()
+    def __init__(self, tb: TokenBytes, tokenizer, form: str, pack, hay: Haystack, request: ProbeRequest):
+        self.request = request
+        self.spec: NeedleSpec = resolve_needle(
+            pack, form, needle=request.needle, question=request.question,
+            expected=request.expected, answer_prefix=request.answer_prefix,
+        )
+        self.sample_needle = len(tb.encode(" " + self.spec.needle_text("0" * 7)))
+        self.ctx = ProbeContext(
+            tb, tokenizer, form, pack.instruction, hay, request, sample_question=self.spec.question,
+            sample_prefix=self.spec.answer_prefix, needle_tokens=self.sample_needle,
+        )
+        self.template, self.suffix_len = self.ctx.suffix(self.spec.question, self.spec.answer_prefix)
+        self.reserve = self.sample_needle + self.suffix_len
+        self.ctx.check_minimum(self.reserve, "needle and question")
+        self.answer = self._answer_text(pack)
 
-    def _bridges(self) -> list[list[str]]:
-        """Filler texts grouped by how many tokens they add before the suffix (index = tokens)."""
-        groups: list[list[str]] = [[""]] + [[] for _ in range(MAX_PAD)]
-        generated = [
-            lead + " ".join([unit] * count)
-            for unit in _BRIDGE_UNITS
-            for count in range(1, MAX_PAD + 1)
-            for lead in ("", " ")
-        ]
-        for text in (*_BRIDGES, *generated):
-            extra = len(self.tb.encode(text + self.template.suffix)) - self.suffix_len
-            if 1 <= extra <= MAX_PAD and text not in groups[extra]:
-                groups[extra].append(text)
-        return groups
+    def _answer_text(self, pack) -> str:
+        """A right answer, {value} standing for the value: the completion of the answer prefix if the prompt ends
+        with one, else a whole sentence."""
+        prefix = self.spec.answer_prefix
+        if self.spec.custom:
+            return f" {self.spec.expected}." if prefix else f"{pack.generic_answer_prefix} {self.spec.expected}."
+        return pack.completion if prefix else pack.answer
 
-    # -- one probe ----------------------------------------------------------------------------------------------
-    def probe(self, length: int, depth: float) -> Probe:
-        stream, spec = self.stream, self.spec
-        span = length - stream.start - self.sample_needle - self.suffix_len  # haystack tokens of this probe
-        bounds = stream.boundaries[: bisect.bisect_right(stream.boundaries, stream.start + span)]
-        span_end = bounds[-1]  # the end of the last complete sentence in the span
+    def probe(self, length: int, depth: float, repeat: int = 0) -> Probe:
+        ctx, spec = self.ctx, self.spec
+        stream = ctx.stream
+        bounds, span_end = ctx.span_end(length, self.reserve)
         target = stream.start + int(round_half_up(depth / 100.0 * (span_end - stream.start)))
+        tag = seed_tag(self.request.seed, repeat)
         placed = False  # some sentence end gave a stable assembly (only the answer's uniqueness failed)
-        for cut in _nearest(bounds, target):
-            rng = needle_rng(self.request.seed, cut - stream.start)
+        for cut in nearest(bounds, target):
+            rng = needle_rng(tag, cut - stream.start)
             tried: set[str] = set()
             for _ in range(100 if spec.uses_value else 1):
-                value = draw_value(rng, self.forbidden | tried) if spec.uses_value else ""
+                value = draw_value(rng, ctx.forbidden | tried) if spec.uses_value else ""
                 tried.add(value)
-                built = self._assemble(length, cut, value)
+                needle, expected = spec.needle_text(value), spec.expected_text(value)
+                built = ctx.assembler.assemble(length, [(cut, needle)], self.template.suffix, self.suffix_len)
                 if built is None:
                     if placed:
                         continue  # this value's digits upset a junction that others keep: draw again
                     break  # no exact, stable assembly here: the next sentence end
                 placed = True
-                needle, expected = spec.needle_text(value), spec.expected_text(value)
                 if built.prompt.count(expected) != needle.count(expected):
                     continue  # the answer also occurs outside the needle (e.g. across a junction): draw again
-                return self._probe(length, depth, built, needle, expected, span_end)
+                return ctx.record(
+                    built, self.template, length=length, depth=depth, repeat=repeat, task="single", cell=0,
+                    cuts=(cut,), span_end=span_end, needle=needle, expected=expected, question=spec.question,
+                    expected_values=(expected,), answer=self.answer.replace("{value}", expected),
+                )
             if placed:
                 break  # values were drawn and rejected at a cut that assembles: moving the needle would not help
         if not placed:
@@ -191,98 +208,3 @@ class _Assembler:
         if spec.uses_value:
             raise ProbeError(f"probe L{length}-D{depth:g}: every value drawn also occurs elsewhere in the prompt")
         raise ProbeError(f"the expected answer {spec.expected!r} also occurs outside the needle (L{length}-D{depth:g})")
-
-    def _probe(self, length: int, depth: float, built: "_Built", needle: str, expected: str, span_end: int) -> Probe:
-        stream, spec = self.stream, self.spec
-        return Probe(
-            length=length,
-            depth=depth,
-            n_tokens=len(built.ids),
-            needle_token_start=built.cut,
-            needle_token_end=built.cut + built.n_needle,
-            expected=expected,
-            needle=needle,
-            question=spec.question,
-            prompt=built.prompt,
-            form=self.template.form,
-            lang=self.request.lang,
-            seed=self.request.seed,
-            haystack=self.hay.name,
-            haystack_hash=self.hay.sha256,
-            haystack_repeats=stream.copies_used(built.end),
-            actual_depth=round(100.0 * (built.cut - stream.start) / max(1, span_end - stream.start), 2),
-            haystack_start=stream.start,
-            haystack_end=built.end + built.n_needle,
-            pad_tokens=built.pad_tokens,
-            pad=built.pad,
-            answer_prefix=spec.answer_prefix,
-            input_ids=tuple(built.ids),
-        )
-
-    def _assemble(self, length: int, cut: int, value: str) -> "_Built | None":
-        """The probe with the needle at stream position `cut`, or None when no exact, stable assembly exists."""
-        tb, stream = self.tb, self.stream
-        core = self.spec.needle_text(value)
-        # At the haystack's very start the needle is a paragraph of its own; elsewhere it follows a sentence end.
-        text = core + SEPARATOR if cut == stream.start else " " + core
-        left = stream.ids[tb.left_edge(stream.ids, cut) : cut]
-        right = stream.ids[cut : tb.right_edge(stream.ids, cut, stream.usable)]
-        needle = tb.encode_between(left, text, right)
-        if needle is None:
-            return None
-        n = len(needle)
-        for pad_tokens, bridges in enumerate(self.bridges):
-            for bridge in bridges:
-                end = length - n - self.suffix_len - pad_tokens  # stream position where the haystack stops
-                for _ in range(2):  # once more when bridge + suffix tokenize to another length in context
-                    if not (cut <= end <= stream.usable and stream.char_complete(end)):
-                        break
-                    tail = self._tail(cut, needle, end, bridge)
-                    if tail is None:
-                        break
-                    if end + n + len(tail) == length:
-                        ids = stream.ids[:cut] + needle + stream.ids[cut:end] + tail
-                        if not tb.splice_ok(ids, (cut, cut + n, end + n)):
-                            break
-                        data, cum = stream.data, stream.cum
-                        raw = data[: cum[cut]] + text.encode("utf-8") + data[cum[cut] : cum[end]] + tb.bytes_of(tail)
-                        padded = max(0, len(tail) - self.suffix_len) if bridge else 0
-                        return _Built(ids, raw.decode("utf-8"), cut, n, end, padded, bridge)
-                    end = length - n - len(tail)
-        return None
-
-    def _tail(self, cut: int, needle: list[int], end: int, bridge: str) -> list[int] | None:
-        """The ids of bridge + suffix as they tokenize after the probe's haystack part, which ends at `end`."""
-        tb, ids = self.tb, self.stream.ids
-        keep = tb.window + tb.scan + 2  # a shorter head only happens at the true start of the prompt (clean)
-        if end - cut >= keep:
-            head = ids[max(0, end - keep) : end]
-        else:
-            head = (ids[max(0, cut - keep) : cut] + needle + ids[cut:end])[-keep:]
-        return tb.encode_between(head[tb.left_edge(head, len(head)) :], bridge + self.template.suffix, [])
-
-
-@dataclass(frozen=True)
-class _Built:
-    ids: list[int]
-    prompt: str
-    cut: int  # needle start
-    n_needle: int
-    end: int  # stream position where the post-needle haystack stops
-    pad_tokens: int
-    pad: str
-
-
-def _nearest(bounds: list[int], target: int, limit: int = _MAX_CANDIDATES):
-    """Elements of the sorted `bounds` by distance to `target` (the earlier one first on a tie)."""
-    hi = bisect.bisect_left(bounds, target)
-    lo = hi - 1
-    for _ in range(limit):
-        if lo < 0 and hi >= len(bounds):
-            return
-        if hi >= len(bounds) or (lo >= 0 and target - bounds[lo] <= bounds[hi] - target):
-            yield bounds[lo]
-            lo -= 1
-        else:
-            yield bounds[hi]
-            hi += 1

@@ -25,6 +25,9 @@ class LanguagePack:
     answer_prefix: str  # what a retform prompt ends with (the model completes it)
     generic_answer_prefix: str  # the answer prefix used with a custom needle/question
     noise: tuple[str, ...]  # filler sentences of the `noise` haystack (RULER style)
+    answer: str  # a full qaform answer: the question restated, then {value}
+    completion: str  # what follows the answer prefix in retform ({value} and the sentence end)
+    refusals: tuple[str, ...]  # phrases that say "there is none" (lower case; whole words in English)
 
 
 EN = LanguagePack(
@@ -45,6 +48,15 @@ EN = LanguagePack(
         "The sun is yellow.",
         "Here we go.",
         "There and back again.",
+    ),
+    answer="The special magic number mentioned in the text is {value}.",
+    completion=" {value}.",
+    refusals=(
+        "none", "no such", "there is no", "there are no", "no special magic number", "no magic number", "no number",
+        "not mentioned", "isn't mentioned", "no mention", "not found", "not present", "not provided",
+        "not specified", "not in the text", "does not contain", "doesn't contain", "does not mention",
+        "doesn't mention", "cannot find", "can't find", "could not find", "couldn't find", "unable to find",
+        "cannot be found", "not given",
     ),
 )
 
@@ -67,6 +79,14 @@ KO = LanguagePack(
         "해는 노랗다.",
         "자, 가 보자.",
         "갔다가 다시 돌아온다.",
+    ),
+    answer="글에서 언급된 특별한 마법의 숫자는 {value}입니다.",
+    completion=" {value}입니다.",
+    # Korean has no word boundaries to match on: these are stems ("없" + 음/습니다/어요/다/는...), matched anywhere.
+    # "none" is here too: it is the word many models answer with whatever the language of the question.
+    refusals=(
+        "없음", "없습니다", "없어요", "없다", "없는", "없으", "없네", "언급되지 않", "언급되어 있지 않", "언급이 없",
+        "나와 있지 않", "나오지 않", "찾을 수 없", "존재하지 않", "포함되어 있지 않", "알 수 없", "none",
     ),
 )
 

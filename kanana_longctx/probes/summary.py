@@ -4,7 +4,8 @@ Usage: `write_prompts(probe_set, out_dir); s = summarize(probe_set, params=8e9)`
 
 The summary is plain data; the CLI renders it. "With prefix reuse" is what the runner's own reuse plan computes
 (kanana_longctx.plan: the shared haystack once, and below the needle what probes with the needle at one place
-share), planned for one KV row as a CPU run does. Prefill FLOPs come from the same code as the runner's: with
+share), planned for MAX_ROWS KV rows as a GPU run with room for them does (a CPU run has one row; the keyed
+tasks, whose probes of a length share their column needles, then share less). Prefill FLOPs come from the same code as the runner's: with
 `--params` the matmul estimate 2 x parameters x tokens (attention comes on top and grows with the square of the
 length); with a model's `shape`, exactly what a run computes.
 """
@@ -21,12 +22,12 @@ from pathlib import Path
 from kanana_longctx.atomic import fsync_dir
 from kanana_longctx.errors import BadInput
 from kanana_longctx.plan.flops import ModelShape, planned_flops, prefill_flops
+from kanana_longctx.plan.memory import MAX_ROWS
 from kanana_longctx.plan.reuse import plan_reuse, planned_tokens
 from kanana_longctx.probes.spec import ProbeSet
 from kanana_longctx.results import PROMPTS_NAME
 
 DEPTH_TOLERANCE = 10.0  # percentage points between requested and actual depth before the summary warns
-PLANNED_ROWS = 1  # KV rows the dry run plans for: a CPU run's (a GPU run spreads batches over more rows)
 
 
 @dataclass(frozen=True)
@@ -50,19 +51,40 @@ class ProbeSetSummary:
     params: float | None = None
     flops: float | None = None  # prefill FLOPs without reuse (None without params or shape)
     reuse_flops: float | None = None  # what the reuse plan computes
+    task: str = "single"  # the task described: "multikey: 1 asked key + 3 distractors (4 needles per probe)"
+    repeats: int = 1
+    max_new_tokens: int = 0  # the answer budget
+
+    @property
+    def reuse_share(self) -> float:
+        """Share of the prefill tokens that prefix reuse saves."""
+        return 1.0 - self.reuse_tokens / self.total_tokens if self.total_tokens else 0.0
 
 
 def summarize(
-    probe_set: ProbeSet, params: float | None = None, *, shape: ModelShape | None = None, trimmed: bool = False
+    probe_set: ProbeSet,
+    params: float | None = None,
+    *,
+    shape: ModelShape | None = None,
+    trimmed: bool = False,
+    rows: int = MAX_ROWS,
 ) -> ProbeSetSummary:
     """`params`: a parameter count for the matmul estimate; `shape` (a model's, plan.flops.ModelShape) instead
-    counts attention too, and `trimmed` the fast engine's trimmed last layer, as the runner does."""
+    counts attention too, and `trimmed` the fast engine's trimmed last layer, as the runner does; `rows`: the KV
+    rows to plan for (1 for what a CPU run computes)."""
+    from kanana_longctx.probes.tasks import resolve_task
+
     probes = probe_set.probes
     errors = [abs(p.actual_depth - p.depth) for p in probes]
     lengths = [p.n_tokens for p in probes]
-    plan = plan_reuse([p.input_ids for p in probes], probe_set.shared_prefix_ids, PLANNED_ROWS)
+    plan = plan_reuse([p.input_ids for p in probes], probe_set.shared_prefix_ids, rows)
     if shape is None and params is not None:
         shape = ModelShape.from_params(params)
+    task = resolve_task(
+        probe_set.task, distractors=probe_set.distractors,
+        values=probe_set.values if probe_set.task == "multivalue" else None,
+        queries=probe_set.queries if probe_set.task == "multiquery" else None,
+    )
     return ProbeSetSummary(
         probes=len(probes),
         lengths=tuple(sorted({p.length for p in probes})),
@@ -83,6 +105,9 @@ def summarize(
         params=params,
         flops=sum(prefill_flops(shape, n) for n in lengths) if shape else None,
         reuse_flops=planned_flops(shape, plan, lengths, trimmed=trimmed and shape.layers > 0) if shape else None,
+        task=task.describe(),
+        repeats=probe_set.repeats,
+        max_new_tokens=probe_set.max_new_tokens,
     )
 
 

@@ -28,17 +28,26 @@ def yarn_request(options: RunOptions) -> dict | str:
 
 
 def grid_of(probe_set: ProbeSet) -> dict:
+    """The grid as run.json records it: lengths, depths, probes, and the task that fills it (part of the run's
+    fingerprint, so that a resumed run never mixes the rows of two tasks)."""
     return {
         "lengths": sorted({p.length for p in probe_set.probes}),
         "depths": sorted({p.depth for p in probe_set.probes}),
         "probes": len(probe_set.probes),
+        "task": probe_set.task,
+        "distractors": probe_set.distractors,
+        "values": probe_set.values,
+        "queries": probe_set.queries,
+        "repeats": probe_set.repeats,
     }
 
 
 def default_max_new_tokens(probe_set: ProbeSet, tokenizer) -> int:
-    """Enough for the answer plus a short phrase: retform completes a prefix, qaform may restate the question."""
-    longest = max((len(tokenizer.encode(p.expected, add_special_tokens=False)) for p in probe_set.probes), default=8)
-    return longest + (4 if probe_set.form == "retform" else 16)
+    """The answer budget of the probe set (kanana_longctx.probes.answer): a right answer's tokens in the model's
+    tokenizer plus room for phrasing; computed here for a probe set built without one."""
+    from kanana_longctx.probes.answer import answer_budget
+
+    return probe_set.max_new_tokens or answer_budget(probe_set.probes, tokenizer)
 
 
 def check_context(limits: ContextLimits, longest: int, yarn_factor: float) -> str:

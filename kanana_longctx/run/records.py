@@ -1,10 +1,10 @@
 """From a backend's generations to scored, durable result records (pure: no torch).
 
-Usage: sink = RecordSink(writer, reporter); backend.run(job, sink)  # or record_of(generation) for one
+Usage: sink = RecordSink(writer, reporter, max_new); backend.run(job, sink)  # or record_of(generation)
 
 The runner, not the backend, turns an answer into a ResultRecord, so every backend is scored the same way:
-the text is cleaned for its form (`clean_output`), scored (kanana_longctx.scoring), and written with the
-backend's own per-row facts in the record's `extra`.
+the text is cleaned for its form (`clean_output`), scored and classed (kanana_longctx.scoring), and written
+with the backend's own per-row facts in the record's `extra`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Sequence
 
 from kanana_longctx.backends.base import Generation
 from kanana_longctx.results import ResultRecord, ResultsWriter
-from kanana_longctx.scoring import score_contains
+from kanana_longctx.scoring import judge_probe
 
 
 def clean_output(text: str, form: str) -> str:
@@ -25,15 +25,17 @@ def clean_output(text: str, form: str) -> str:
     return text.strip()
 
 
-def record_of(generation: Generation) -> ResultRecord:
-    """A generation as the scored record results.jsonl holds."""
+def record_of(generation: Generation, max_new_tokens: int = 0) -> ResultRecord:
+    """A generation as the scored record results.jsonl holds: its score and failure class (kanana_longctx.scoring)
+    from the probe's own values and language; `max_new_tokens` is the budget it ran with."""
     probe = generation.probe
     text = clean_output(generation.text, probe.form)
+    judged = judge_probe(probe, text, generation.hit_max_new_tokens)
     return ResultRecord(
         probe_id=probe.probe_id,
         length=probe.length,
         depth=probe.depth,
-        score=score_contains(text, probe.expected),
+        score=judged.score,
         expected=probe.expected,
         output=text,
         n_tokens=probe.n_tokens,
@@ -47,18 +49,28 @@ def record_of(generation: Generation) -> ResultRecord:
         prefill_tokens=generation.prefill_tokens,
         seconds=round(generation.seconds, 4),
         extra=dict(generation.extras),
+        task=probe.task,
+        repeat=probe.repeat,
+        outcome=judged.outcome,
+        max_new_tokens=max_new_tokens,
+        keys=tuple(probe.keys),
+        expected_values=tuple(probe.answers),
+        found_values=judged.found,
+        distractor_values=tuple(probe.distractor_values),
+        named_distractors=judged.named_distractors,
     )
 
 
 class RecordSink:
     """The runner's GenerationSink: each finished batch scored, appended (one fsynced write) and reported."""
 
-    def __init__(self, writer: ResultsWriter, reporter):
+    def __init__(self, writer: ResultsWriter, reporter, max_new_tokens: int = 0):
         self.writer = writer
         self.reporter = reporter
+        self.max_new_tokens = max_new_tokens
 
     def write(self, generations: Sequence[Generation]) -> None:
-        records = [record_of(g) for g in generations]
+        records = [record_of(g, self.max_new_tokens) for g in generations]
         self.writer.append(records)
         for record in records:
             self.reporter.advance(record)

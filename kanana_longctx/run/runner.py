@@ -143,7 +143,7 @@ def loop(ctx: RunContext) -> None:
     t1 = time.perf_counter()
     try:
         with ResultsWriter(results_path(ctx.out_dir, ctx.rank, ctx.data_parallel)) as writer:
-            ctx.stats = ctx.backend.run(job, RecordSink(writer, ctx.reporter))
+            ctx.stats = ctx.backend.run(job, RecordSink(writer, ctx.reporter, ctx.max_new_tokens))
     finally:
         ctx.reporter.stop()
     ctx.wall_seconds = time.perf_counter() - t1
