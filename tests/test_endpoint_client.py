@@ -384,3 +384,24 @@ def test_a_refusal_while_sending_carries_the_launch_advice():
                     [_Probe(10, 5000)], GenerationSettings(24), lambda p, r: None,
                     transport=httpx2.MockTransport(handler))
     assert "-c 5024" in info.value.hint and "\n" not in str(info.value)
+
+
+def test_ctrl_c_cancels_what_is_in_flight_and_keeps_what_finished():
+    import signal
+
+    seen = []
+
+    async def handler(request):
+        seen.append(request)
+        if len(seen) == 3:
+            signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C while the third probe is with the server
+            await asyncio.sleep(30)
+        return httpx2.Response(200, json=_completion(len(json.loads(request.content)["prompt"])))
+
+    probes = [_Probe(100 - i, 200 + i, pid=f"p{i}") for i in range(5)]
+    rows = []
+    with pytest.raises(KeyboardInterrupt):
+        send_probes(EndpointConfig("http://test/v1", retry=FAST), _info(VLLM, 4096, token_ids=True), probes,
+                    GenerationSettings(8), lambda p, r: rows.append(r.probe_id), concurrency=1,
+                    transport=httpx2.MockTransport(handler))
+    assert rows == ["p0", "p1"] and len(seen) == 3
