@@ -53,3 +53,42 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     """A library exception's text on one line (transformers' validation errors span several), cut at `limit`."""
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class EndpointError(KananaError):
+    """An OpenAI-compatible server that cannot be used as asked, or that failed: unreachable, a model it does not
+    serve, a refused or failed request. Exit 2: the user must change the URL, the server or the run."""
+
+    exit_code = 2
+
+
+class EndpointUnreachable(EndpointError):
+    """Nothing answers at the URL (connection refused, unknown host, the server went away mid-run)."""
+
+
+class ServedModelError(EndpointError):
+    """The server does not serve the model asked for, or serves several and none was named."""
+
+
+class ContextTooSmall(EndpointError):
+    """The server's context cannot hold the longest probe plus its answer (found before anything was sent)."""
+
+    def __init__(self, message: str, *, needed: int = 0, limit: int = 0, hint: str = ""):
+        super().__init__(message)
+        self.needed, self.limit, self.hint = needed, limit, hint
+
+
+class ContextOverflow(ContextTooSmall):
+    """The server refused a request as longer than its context (its 400/422 answer, recognised; never retried)."""
+
+
+class EndpointRequestError(EndpointError):
+    """The server answered a request with an error (after the retries that apply), or with an unusable answer."""
+
+    def __init__(self, message: str, *, status: int = 0):
+        super().__init__(message)
+        self.status = status
+
+
+class EndpointTimeout(EndpointError):
+    """A request got no answer within the timeout (not retried: a retry would resend the whole prompt)."""

@@ -65,3 +65,55 @@ def tiny():
 
     model = random_model("tiny", device="cpu", dtype="float32", yarn=True)
     return model, finish_loaded(model, "cpu", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
+
+
+# -- real servers for the endpoint tests (built once into a cache: tests/servers/build.py) -------------------------
+def _server_build():
+    """The cached llama.cpp build; a skip with the reason where it cannot be built (a failure on CI, which has the
+    tools and must run these tests)."""
+    from servers.build import BuildFailed, ensure_build, missing_tools
+
+    on_ci = bool(os.environ.get("CI"))
+    why = missing_tools()
+    if why:
+        (pytest.fail if on_ci else pytest.skip)(f"the endpoint server tests need a C/C++ toolchain: {why}")
+    try:
+        return ensure_build()
+    except BuildFailed as exc:
+        if str(exc).startswith("download") and not on_ci:
+            pytest.skip(f"cannot fetch the llama-cpp-python sdist from PyPI: {exc}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def server_build():
+    return _server_build()
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(smollm2_source) -> Path:
+    return smollm2_source.directory / smollm2_source.gguf_file
+
+
+@pytest.fixture(scope="session")
+def server_logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server-logs")
+
+
+@pytest.fixture(scope="session")
+def llama_server(server_build, smollm2_gguf, server_logs):
+    """llama.cpp's llama-server with SmolLM2, one slot of 4096 tokens, for the whole session."""
+    from servers.process import llama_server as start
+
+    with start(server_build, smollm2_gguf, server_logs, context=4096) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_python_server(server_build, smollm2_gguf, server_logs):
+    """llama-cpp-python's server (text prompts only) with SmolLM2 and n_ctx 4096, for the whole session."""
+    pytest.importorskip("fastapi", reason="llama-cpp-python's server needs the test extra (fastapi, uvicorn, ...)")
+    from servers.process import llama_cpp_python as start
+
+    with start(server_build, smollm2_gguf, server_logs, context=4096) as server:
+        yield server
