@@ -34,14 +34,19 @@ def test_a_fixed_context_allows_nothing_past_it_and_an_unknown_one_no_check():
     assert check_context(ContextLimits(), 10**6, 4.4) == ""
 
 
-def test_answer_budget_from_the_expected_answers_tokens(smollm2_tokenizer):
+def test_answer_budget_from_a_right_answers_tokens(smollm2_tokenizer):
+    import dataclasses
+
+    from kanana_longctx.probes.answer import budget_for
     from kanana_longctx.probes.build import ProbeRequest, build_probe_set
 
-    qa = build_probe_set(ProbeRequest(lengths=(300,), depths=(50,), haystack="noise", form="qaform"), smollm2_tokenizer)
-    ret = build_probe_set(ProbeRequest(lengths=(300,), depths=(50,), haystack="noise", form="retform"), smollm2_tokenizer)
-    answer = len(smollm2_tokenizer.encode(qa.probes[0].expected, add_special_tokens=False))
-    assert default_max_new_tokens(qa, smollm2_tokenizer) == answer + 16
-    assert default_max_new_tokens(ret, smollm2_tokenizer) == answer + 4
+    for form in ("qaform", "retform"):
+        built = build_probe_set(ProbeRequest(lengths=(300,), depths=(50,), haystack="noise", form=form), smollm2_tokenizer)
+        answer = len(smollm2_tokenizer.encode(built.probes[0].answer, add_special_tokens=False))
+        assert default_max_new_tokens(built, smollm2_tokenizer) == budget_for(answer) == built.max_new_tokens
+        # a probe set that carries no budget (built elsewhere) gets the same one from its probes' answers
+        bare = dataclasses.replace(built, max_new_tokens=0)
+        assert default_max_new_tokens(bare, smollm2_tokenizer) == built.max_new_tokens
 
 
 def test_the_yarn_request_as_recorded():
