@@ -33,8 +33,11 @@ def write_run(
     planned: bool = True,
     extra: dict | None = None,
     tail: str = "",
+    per_repeat: Callable[[int, float, int], float] | None = None,
+    outcome: Callable[[float], str] | None = None,
 ) -> Path:
-    """Write results.jsonl (+ run.json) with one row per cell and repeat; `skip` leaves cells out (a killed run)."""
+    """Write results.jsonl (+ run.json) with one row per cell and repeat; `skip` leaves cells out (a killed run).
+    `per_repeat(length, depth, r)` scores each repeat and writes its `repeat`; `outcome(score)` its class."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -42,10 +45,15 @@ def write_run(
         for depth in depths:
             if skip(length, depth):
                 continue
-            for _ in range(repeats):
+            for r in range(repeats):
+                value = per_repeat(length, depth, r) if per_repeat else score(length, depth)
                 row = {"probe_id": f"L{length}-D{depth:g}", "length": length, "depth": depth,
-                       "score": score(length, depth), "expected": "4711", "output": "4711", "n_tokens": length,
+                       "score": value, "expected": "4711", "output": "4711", "n_tokens": length,
                        "needle_token_start": 0, "form": form}
+                if per_repeat:
+                    row["repeat"] = r
+                if outcome:
+                    row["outcome"] = outcome(value)
                 lines.append(json.dumps(row))
     (run_dir / "results.jsonl").write_text("".join(line + "\n" for line in lines) + tail, encoding="utf-8")
     if run_json:
