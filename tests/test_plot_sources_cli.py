@@ -7,28 +7,14 @@ import json
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from foreign_results import write_evalscope_reviews, write_gkamradt_v1, write_needlebench_results, write_table
-from kanana_longctx.cli import app
 from kanana_longctx.plot.heatmap import build_readme_figure
 from kanana_longctx.plot.meta import figure_meta, load_run
-from test_plot_support import GREEN, README_32K, README_DEPTHS, RED, cell_colour, near, write_run
-
-runner = CliRunner()
-SMALL_LENGTHS = [1000, 2000, 3000, 4000]
-SMALL_DEPTHS = [0.0, 50.0, 100.0]
-
-
-def plot(*args: str):
-    return runner.invoke(app, ["plot", *args])
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
+from test_plot_support import (
+    GREEN, README_32K, README_DEPTHS, RED, SMALL_DEPTHS, SMALL_LENGTHS, cell_colour, near, one_error_line, plot,
+    write_run,
+)
 
 
 def test_gkamradt_results_render_the_readme_figure_in_one_command(tmp_path):

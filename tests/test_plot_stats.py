@@ -9,24 +9,16 @@ import random
 import numpy as np
 import pytest
 from matplotlib.patches import Rectangle
-from typer.testing import CliRunner
 
 from foreign_results import write_evalscope_report, write_gkamradt_v1, write_gkamradt_v2
-from kanana_longctx.cli import app
 from kanana_longctx.plot.compare import compare_runs, pair_records
 from kanana_longctx.plot.heatmap import CompareText, Extras, build_compare_figure, build_readme_figure
 from kanana_longctx.plot.meta import figure_meta, load_run
 from kanana_longctx.plot.summary import outcome_table, summarize
 from kanana_longctx.stats import mcnemar_exact, wilson_interval
-from test_plot_support import README_32K, README_DEPTHS, write_run
+from test_plot_support import README_32K, README_DEPTHS, SMALL_DEPTHS, SMALL_LENGTHS, plot, write_run
 
-runner = CliRunner()
-LENGTHS = [1000, 2000, 3000, 4000]
-DEPTHS = [0.0, 50.0, 100.0]
-
-
-def plot(*args: str):
-    return runner.invoke(app, ["plot", *args])
+LENGTHS, DEPTHS = SMALL_LENGTHS, SMALL_DEPTHS
 
 
 def test_per_length_wilson_intervals_come_from_the_probes(tmp_path):

@@ -1,6 +1,6 @@
 """Synthetic NIAH runs for the plot tests (imported by test_plot_*.py; holds no tests of its own).
 
-Usage: write_run(tmp_path / "run", lengths=[1000, 2000], depths=[0, 50, 100], score=lambda L, D: 1.0)
+Usage: write_run(tmp_path / "run", lengths=[1000, 2000], depths=[0, 50, 100], score=lambda L, D: 1.0); plot(str(run))
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+SMALL_LENGTHS = [1000, 2000, 3000, 4000]
+SMALL_DEPTHS = [0.0, 50.0, 100.0]
 README_DEPTHS = [float(x) for x in np.linspace(0, 100, 15)]
 README_32K = list(range(1000, 32001, 1000))
 README_128K = [int(round(x)) for x in np.linspace(1000, 128000, 15)]
@@ -86,3 +88,20 @@ def cell_colour(png: Path, box, n_rows: int, n_cols: int, row: int, col: int) ->
 
 def near(colour, target, tol: float = 12.0) -> bool:
     return all(abs(c - t) <= tol for c, t in zip(colour, target))
+
+
+def plot(*args: str):
+    """`kanana-longctx plot ARGS` through the real CLI (typer's test runner)."""
+    from typer.testing import CliRunner
+
+    from kanana_longctx.cli import app
+
+    return CliRunner().invoke(app, ["plot", *args])
+
+
+def one_error_line(result) -> str:
+    """The single `error: ...` line a bad input must produce (and no traceback)."""
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
