@@ -216,3 +216,13 @@ def test_unknown_sources_name_the_known_formats(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ResultsError, match="no results.jsonl"):
         detect(tmp_path / "empty")
+
+
+def test_readers_and_statistics_are_pure():
+    import subprocess
+    import sys
+
+    code = ("import sys, kanana_longctx.plot.readers, kanana_longctx.plot.compare, kanana_longctx.stats; "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'seaborn', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
