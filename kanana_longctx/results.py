@@ -204,12 +204,25 @@ def load_results(path: Path) -> tuple[list[ResultRecord], list[str]]:
             raise ResultsError(f"{path}: row {index + 1} has a non-numeric length, depth or score") from None
         if not 0.0 <= score <= 1.0:
             raise ResultsError(f"{path}: row {index + 1} has score {score}, outside [0, 1]")
-        obj = {**obj, "score": score, "length": length, "depth": depth}
+        obj = {**obj, "score": score, "length": length, "depth": depth, **_optional_fields(obj, path, index)}
         obj.setdefault("probe_id", f"L{length}-D{depth:g}")
         for key, default in (("expected", ""), ("output", ""), ("n_tokens", length), ("needle_token_start", 0)):
             obj.setdefault(key, default)
         records.append(ResultRecord.from_dict(obj))
     return records, warnings
+
+
+def _optional_fields(obj: dict, path: Path, index: int) -> dict:
+    """`task`, `repeat` and `outcome`, checked; rows written before they existed lack them (the defaults apply)."""
+    for key in ("task", "outcome"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise ResultsError(f"{path}: row {index + 1} has a non-text {key}")
+    repeat = obj.get("repeat")
+    if repeat is None:
+        repeat = 0
+    elif isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0:
+        raise ResultsError(f"{path}: row {index + 1} has repeat {repeat!r}: repeats are counted 0, 1, 2, ...")
+    return {"task": obj.get("task") or "single", "repeat": repeat, "outcome": obj.get("outcome") or ""}
 
 
 def write_run_info(run_dir: Path, info: RunInfo) -> None:

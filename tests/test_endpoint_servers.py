@@ -12,7 +12,7 @@ from kanana_longctx.endpoint import EndpointConfig, GenerationSettings, RetryPol
 from kanana_longctx.errors import (
     ContextOverflow, ContextTooSmall, EndpointRequestError, EndpointUnreachable, ServedModelError,
 )
-from kanana_longctx.run.scoring import score_contains
+from kanana_longctx.scoring import score_contains
 
 pytestmark = pytest.mark.slow
 FAST = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2)

@@ -6,18 +6,10 @@ import json
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from kanana_longctx.cli import app
-from test_plot_support import README_128K, README_DEPTHS, write_run
-
-runner = CliRunner()
-SMALL_LENGTHS = [1000, 2000, 3000, 4000]
-SMALL_DEPTHS = [0.0, 50.0, 100.0]
-
-
-def plot(*args: str):
-    return runner.invoke(app, ["plot", *args])
+from test_plot_support import (
+    README_128K, README_DEPTHS, SMALL_DEPTHS, SMALL_LENGTHS, one_error_line, plot, write_run,
+)
 
 
 def test_readme_figure_name_size_and_summary(tmp_path):
@@ -82,23 +74,16 @@ def test_two_runs_that_would_overwrite_each_other_fail_before_writing(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def _one_error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
 def test_missing_run_is_one_line(tmp_path):
     result = plot(str(tmp_path / "nope"))
     assert result.exit_code == 2
-    assert "no such run directory or results file" in _one_error_line(result)
+    assert "no such run directory or results file" in one_error_line(result)
 
 
 def test_directory_without_results_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     result = plot(str(tmp_path / "empty"))
-    assert result.exit_code == 2 and "no results.jsonl" in _one_error_line(result)
+    assert result.exit_code == 2 and "no results.jsonl" in one_error_line(result)
 
 
 @pytest.mark.parametrize(
@@ -117,7 +102,7 @@ def test_bad_results_are_one_line(tmp_path, content, message):
     path.write_text(content, encoding="utf-8")
     result = plot(str(path), "-o", str(tmp_path / "o"))
     assert result.exit_code == 2
-    assert message in _one_error_line(result)
+    assert message in one_error_line(result)
     assert not (tmp_path / "o").exists()
 
 
@@ -125,4 +110,4 @@ def test_bad_results_are_one_line(tmp_path, content, message):
 def test_bad_options_are_one_line(tmp_path, args, message):
     run = write_run(tmp_path / "run", SMALL_LENGTHS, SMALL_DEPTHS)
     result = plot(str(run), "-o", str(tmp_path / "o"), *args)
-    assert result.exit_code == 2 and message in _one_error_line(result)
+    assert result.exit_code == 2 and message in one_error_line(result)

@@ -1,6 +1,6 @@
 """Synthetic NIAH runs for the plot tests (imported by test_plot_*.py; holds no tests of its own).
 
-Usage: write_run(tmp_path / "run", lengths=[1000, 2000], depths=[0, 50, 100], score=lambda L, D: 1.0)
+Usage: write_run(tmp_path / "run", lengths=[1000, 2000], depths=[0, 50, 100], score=lambda L, D: 1.0); plot(str(run))
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+SMALL_LENGTHS = [1000, 2000, 3000, 4000]
+SMALL_DEPTHS = [0.0, 50.0, 100.0]
 README_DEPTHS = [float(x) for x in np.linspace(0, 100, 15)]
 README_32K = list(range(1000, 32001, 1000))
 README_128K = [int(round(x)) for x in np.linspace(1000, 128000, 15)]
@@ -33,8 +35,11 @@ def write_run(
     planned: bool = True,
     extra: dict | None = None,
     tail: str = "",
+    per_repeat: Callable[[int, float, int], float] | None = None,
+    outcome: Callable[[float], str] | None = None,
 ) -> Path:
-    """Write results.jsonl (+ run.json) with one row per cell and repeat; `skip` leaves cells out (a killed run)."""
+    """Write results.jsonl (+ run.json) with one row per cell and repeat; `skip` leaves cells out (a killed run).
+    `per_repeat(length, depth, r)` scores each repeat and writes its `repeat`; `outcome(score)` its class."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -42,10 +47,15 @@ def write_run(
         for depth in depths:
             if skip(length, depth):
                 continue
-            for _ in range(repeats):
+            for r in range(repeats):
+                value = per_repeat(length, depth, r) if per_repeat else score(length, depth)
                 row = {"probe_id": f"L{length}-D{depth:g}", "length": length, "depth": depth,
-                       "score": score(length, depth), "expected": "4711", "output": "4711", "n_tokens": length,
+                       "score": value, "expected": "4711", "output": "4711", "n_tokens": length,
                        "needle_token_start": 0, "form": form}
+                if per_repeat:
+                    row["repeat"] = r
+                if outcome:
+                    row["outcome"] = outcome(value)
                 lines.append(json.dumps(row))
     (run_dir / "results.jsonl").write_text("".join(line + "\n" for line in lines) + tail, encoding="utf-8")
     if run_json:
@@ -78,3 +88,20 @@ def cell_colour(png: Path, box, n_rows: int, n_cols: int, row: int, col: int) ->
 
 def near(colour, target, tol: float = 12.0) -> bool:
     return all(abs(c - t) <= tol for c, t in zip(colour, target))
+
+
+def plot(*args: str):
+    """`kanana-longctx plot ARGS` through the real CLI (typer's test runner)."""
+    from typer.testing import CliRunner
+
+    from kanana_longctx.cli import app
+
+    return CliRunner().invoke(app, ["plot", *args])
+
+
+def one_error_line(result) -> str:
+    """The single `error: ...` line a bad input must produce (and no traceback)."""
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]

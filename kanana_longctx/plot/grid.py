@@ -3,7 +3,9 @@
 Usage: grid = aggregate(records, planned_lengths=..., planned_depths=...); grid.mean[i, j] is depth i, length j.
 
 A cell with no result is NaN, never 0: an unfinished run must not look like a failing model. Repeated probes of
-one cell are averaged and counted, so a figure made from a resumed or repeated run still says how much data it rests on.
+one cell are averaged and counted, so a figure made from a resumed or repeated run still says how much data it rests
+on. Scores are shares of their scale, in [0, 1]; when every one is 0 or 1 (and no judge graded them) the grid also
+counts the successes per cell, which is what a Wilson interval needs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class Grid:
     depths: tuple[float, ...]
     mean: np.ndarray  # (n_depths, n_lengths), scores in [0, 1], NaN where no probe finished
     counts: np.ndarray  # (n_depths, n_lengths), probes per cell
+    hits: np.ndarray | None = None  # (n_depths, n_lengths), probes scored 1; None unless every score is 0 or 1
+
+    @property
+    def binary(self) -> bool:
+        return self.hits is not None
 
     @property
     def n_probes(self) -> int:
@@ -66,7 +73,7 @@ def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
-def _depth_key(depth: float) -> float:
+def depth_key(depth: float) -> float:
     return round(float(depth), _DEPTH_DECIMALS)
 
 
@@ -74,11 +81,13 @@ def aggregate(
     records: Iterable[ResultRecord],
     planned_lengths: Sequence[int] = (),
     planned_depths: Sequence[float] = (),
+    judge: bool = False,
 ) -> Grid:
     """Average the scores of each (depth, length) cell.
 
     The grid's axes are the union of the lengths and depths seen in `records` and the planned ones (from run.json),
-    so the columns a killed run never reached still appear, as missing cells.
+    so the columns a killed run never reached still appear, as missing cells. `judge`: the scores are an LLM
+    judge's grades, never counted as successes even when they happen to sit at the ends of the scale.
     """
     records = list(records)
     if not records:
@@ -90,39 +99,48 @@ def aggregate(
     if bad_depth is not None:
         raise ResultsError(f"a row has depth {bad_depth.depth:g}: depths are percent, 0 to 100")
     lengths = sorted({int(r.length) for r in records} | {int(x) for x in planned_lengths})
-    depths = sorted({_depth_key(r.depth) for r in records} | {_depth_key(x) for x in planned_depths})
+    depths = sorted({depth_key(r.depth) for r in records} | {depth_key(x) for x in planned_depths})
     col = {length: j for j, length in enumerate(lengths)}
     row = {depth: i for i, depth in enumerate(depths)}
     sums = np.zeros((len(depths), len(lengths)))
     counts = np.zeros((len(depths), len(lengths)), dtype=int)
+    hits = np.zeros((len(depths), len(lengths)), dtype=int)
     for r in records:
-        i, j = row[_depth_key(r.depth)], col[int(r.length)]
+        i, j = row[depth_key(r.depth)], col[int(r.length)]
         sums[i, j] += float(r.score)
         counts[i, j] += 1
+        hits[i, j] += float(r.score) == 1.0
     mean = np.full(sums.shape, np.nan)
     np.divide(sums, counts, out=mean, where=counts > 0)
-    return Grid(lengths=tuple(lengths), depths=tuple(depths), mean=mean, counts=counts)
+    binary = not judge and all(float(r.score) in (0.0, 1.0) for r in records)
+    return Grid(lengths=tuple(lengths), depths=tuple(depths), mean=mean, counts=counts, hits=hits if binary else None)
 
 
 def reindex(grid: Grid, lengths: Sequence[int], depths: Sequence[float]) -> Grid:
     """The same grid on other axes (a superset, for comparing two runs); new cells are missing."""
     mean = np.full((len(depths), len(lengths)), np.nan)
     counts = np.zeros((len(depths), len(lengths)), dtype=int)
+    hits = np.zeros((len(depths), len(lengths)), dtype=int)
     col = {length: j for j, length in enumerate(grid.lengths)}
-    row = {_depth_key(d): i for i, d in enumerate(grid.depths)}
+    row = {depth_key(d): i for i, d in enumerate(grid.depths)}
     for i, depth in enumerate(depths):
         for j, length in enumerate(lengths):
-            src_i, src_j = row.get(_depth_key(depth)), col.get(int(length))
+            src_i, src_j = row.get(depth_key(depth)), col.get(int(length))
             if src_i is not None and src_j is not None:
                 mean[i, j] = grid.mean[src_i, src_j]
                 counts[i, j] = grid.counts[src_i, src_j]
-    return Grid(lengths=tuple(int(x) for x in lengths), depths=tuple(float(d) for d in depths), mean=mean, counts=counts)
+                if grid.hits is not None:
+                    hits[i, j] = grid.hits[src_i, src_j]
+    return Grid(
+        lengths=tuple(int(x) for x in lengths), depths=tuple(float(d) for d in depths), mean=mean, counts=counts,
+        hits=hits if grid.hits is not None else None,
+    )
 
 
 def align(a: Grid, b: Grid) -> tuple[Grid, Grid]:
     """Put two grids on the union of their axes so that cell (i, j) means the same probe in both."""
     lengths = sorted(set(a.lengths) | set(b.lengths))
-    depths = sorted({_depth_key(d) for d in a.depths} | {_depth_key(d) for d in b.depths})
+    depths = sorted({depth_key(d) for d in a.depths} | {depth_key(d) for d in b.depths})
     return reindex(a, lengths, depths), reindex(b, lengths, depths)
 
 

@@ -1,23 +1,25 @@
-"""Load a run for plotting and derive what the figure says about it: model name, form, size tag, scorer, YaRN.
+"""Load a run for plotting and derive what the figure says about it: model name, form, size tag, scale, YaRN.
 
-Usage: run = load_run(Path("runs/x")); meta = figure_meta(run, run.grid)
+Usage: run = load_run(Path("runs/x")); meta = figure_meta(run)
 
-A run is a directory holding `results.jsonl` (+ `run.json`) or a `results.jsonl` path (its `run.json`, if any, is
-read from the same directory). Without run.json the figure can still be drawn, but the model name falls back to the
-directory's name and the caller is warned.
+A run is one model's results from one source: our run directory (results.jsonl + run.json) or results.jsonl, or a
+foreign tool's results (see `readers`), detected or named with `format_in`. A source holding several models, tasks
+or languages must be narrowed to one (`model`, `task`, `lang`): a heatmap of a mixture would be a mean of unlike
+things. Without a model name the figure is still drawn, named after the directory, and the caller is warned.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kanana_longctx.errors import ResultsError
 from kanana_longctx.plot.grid import Grid, aggregate, size_tag
-from kanana_longctx.results import RESULTS_NAME, ResultRecord, RunInfo, load_results, read_run_info
-
-DEFAULT_SCORER = "exact match"
+from kanana_longctx.plot.readers import Loaded, read_source
+from kanana_longctx.plot.readers.kanana import DEFAULT_SCORER
+from kanana_longctx.plot.scale import ScoreScale
+from kanana_longctx.results import ResultRecord, RunInfo
 
 # GGUF files carry their quantisation in the name (SmolLM2-135M-Instruct.Q4_1.gguf); a figure title names the model.
 _QUANT_SUFFIX = re.compile(r"[.\-_](?:I?Q\d[\w]*|[Ff](?:16|32)|BF16|bf16)$")
@@ -27,15 +29,25 @@ _QUANT_SUFFIX = re.compile(r"[.\-_](?:I?Q\d[\w]*|[Ff](?:16|32)|BF16|bf16)$")
 class RunData:
     """One run as the plot command sees it."""
 
-    source: Path  # the results.jsonl that was read
+    source: Path  # what was read: a results.jsonl, a results directory, a report file
     records: tuple[ResultRecord, ...]
     info: RunInfo | None
     grid: Grid
     warnings: tuple[str, ...]
+    format: str = "kanana"  # the reader that read it
+    scale: ScoreScale = ScoreScale()
+    model: str = ""  # the model name the source records
+    form: str = ""
+    trials: bool = True  # rows are single probes (False: per-cell means from a report)
 
     @property
     def run_dir(self) -> Path:
-        return self.source.parent
+        return self.source if self.source.is_dir() else self.source.parent
+
+    @property
+    def binary(self) -> bool:
+        """Every row is one probe scored 0 or 1: Wilson intervals and McNemar apply."""
+        return self.grid.binary
 
 
 @dataclass(frozen=True)
@@ -45,10 +57,11 @@ class FigureMeta:
     model_name: str  # display name, e.g. "SmolLM2-135M-Instruct"
     form: str  # retform | qaform | "" when unknown
     tag: str  # "32k", "128k", "8k", ...
-    scorer: str  # e.g. "exact match"
+    scorer: str  # e.g. "exact match"; a foreign source's score label
     native_context: int | None  # YaRN's original_max_position_embeddings, when the run used YaRN
     title: str
     subtitle: str
+    scale: ScoreScale = ScoreScale()
 
     @property
     def stem(self) -> str:
@@ -58,8 +71,7 @@ class FigureMeta:
 
     @property
     def score_label(self) -> str:
-        # Scores are stored in [0, 1] and drawn x10 to keep the README's 0-10 colour bar; the label says both.
-        return f"Score ({self.scorer}, ×10)"
+        return self.scale.label
 
 
 def slugify(text: str) -> str:
@@ -88,36 +100,51 @@ def display_model_name(model: str) -> str:
     return name or model
 
 
-def _planned_axes(info: RunInfo | None) -> tuple[list[int], list[float]]:
-    """The lengths and depths run.json planned (`grid: {"lengths": [...], "depths": [...]}`), if it says."""
-    grid = info.grid if info is not None and isinstance(info.grid, dict) else {}
-    lengths, depths = grid.get("lengths"), grid.get("depths")
-    try:
-        lengths = [int(x) for x in lengths] if isinstance(lengths, list) else []
-        depths = [float(x) for x in depths] if isinstance(depths, list) else []
-    except (TypeError, ValueError):
-        return [], []  # a grid spec in another shape: fall back to the cells that have results
-    return lengths, depths
+def _pick_model(loaded: list[Loaded], model: str | None, path: Path) -> Loaded:
+    if len(loaded) == 1:
+        return loaded[0]
+    names = [one.model or "(unnamed)" for one in loaded]
+    if model:
+        wanted = model.strip().lower()
+        for one in loaded:
+            if wanted in (one.model.lower(), display_model_name(one.model).lower()):
+                return one
+    raise ResultsError(
+        f"{path} holds results of {len(loaded)} models ({', '.join(names)}): choose one with --model-name"
+    )
 
 
-def load_run(path: Path) -> RunData:
-    """Read a run directory or a results.jsonl; raise ResultsError for a missing file or one with no rows."""
+def _narrow(records: tuple[ResultRecord, ...], field: str, wanted: str | None, path: Path) -> tuple[ResultRecord, ...]:
+    """Keep the rows of one task or language; several without a choice is an error naming them."""
+    values = sorted({getattr(r, field) or "-" for r in records})
+    if wanted:
+        kept = tuple(r for r in records if (getattr(r, field) or "-") == wanted)
+        if not kept:
+            raise ResultsError(f"{path}: no rows of {field} {wanted} (it has: {', '.join(values)})")
+        return kept
+    if len(values) > 1:
+        raise ResultsError(f"{path} holds several {field}s ({', '.join(values)}): plot one with --{field}")
+    return records
+
+
+def load_run(
+    path: Path, format_in: str | None = None, *, model: str | None = None, task: str | None = None,
+    lang: str | None = None,
+) -> RunData:
+    """Read one model's results from `path` (detected, or read as `format_in`); raise ResultsError for a missing
+    source, one with no rows, or one that mixes models, tasks or languages without a choice."""
     path = Path(path)
-    if not path.exists():
-        raise ResultsError(f"{path}: no such run directory or results file")
-    source = path / RESULTS_NAME if path.is_dir() else path
-    if path.is_dir() and not source.is_file():
-        raise ResultsError(f"{path}: not a run directory (no {RESULTS_NAME})")
-    records, warnings = load_results(source)
-    if not records:
-        raise ResultsError(f"{source}: no result rows")
-    info = read_run_info(source.parent)
-    warnings = list(warnings)
-    if info is None:
-        warnings.append(f"{source.parent}: no run.json; model name taken from the directory name")
-    lengths, depths = _planned_axes(info)
-    grid = aggregate(records, planned_lengths=lengths, planned_depths=depths)
-    return RunData(source=source, records=tuple(records), info=info, grid=grid, warnings=tuple(warnings))
+    loaded = _pick_model(read_source(path, format_in), model, path)
+    records = _narrow(_narrow(loaded.records, "task", task, path), "lang", lang, path)
+    warnings = list(loaded.warnings)
+    if not loaded.model and not model and not (loaded.info is None and loaded.format == "kanana"):
+        warnings.append(f"{loaded.source}: names no model; the title uses the directory's name (give --model-name)")
+    grid = aggregate(records, planned_lengths=loaded.planned_lengths, planned_depths=loaded.planned_depths,
+                     judge=loaded.scale.judge or not loaded.trials)
+    return RunData(
+        source=loaded.source, records=records, info=loaded.info, grid=grid, warnings=tuple(warnings),
+        format=loaded.format, scale=loaded.scale, model=loaded.model, form=loaded.form, trials=loaded.trials,
+    )
 
 
 def _native_context(info: RunInfo | None) -> int | None:
@@ -130,35 +157,31 @@ def _native_context(info: RunInfo | None) -> int | None:
     return None
 
 
-def _form(run: RunData) -> str:
-    if run.info is not None and run.info.form:
-        return run.info.form
-    forms = {r.form for r in run.records if r.form}
-    return forms.pop() if len(forms) == 1 else ""
-
-
 def figure_meta(
-    run: RunData, model_name: str | None = None, title: str | None = None, max_length: int | None = None
+    run: RunData, model_name: str | None = None, title: str | None = None, max_length: int | None = None,
+    score_label: str | None = None,
 ) -> FigureMeta:
-    """The README wording for this run; `model_name` and `title` override what run.json implies, `max_length` the
-    longest length the size tag is taken from (a comparison tags the union of both runs' lengths)."""
+    """The README wording for this run; `model_name`, `title` and `score_label` override what the source implies,
+    `max_length` the longest length the size tag is taken from (a comparison tags the union of both runs' lengths)."""
     if model_name:
         name = model_name
-    elif run.info is not None and run.info.model:
-        name = display_model_name(run.info.model)
+    elif run.model:
+        name = display_model_name(run.model)
     else:
         name = run.run_dir.resolve().name or "model"
     tag = size_tag(max_length or run.grid.max_length)
-    extra = run.info.extra if run.info is not None and isinstance(run.info.extra, dict) else {}
-    scorer = str(extra.get("scorer") or DEFAULT_SCORER)
+    extra = run.info.extra if run.info is not None else {}
+    scorer = str(extra.get("scorer") or DEFAULT_SCORER) if run.format == "kanana" else run.scale.label
+    scale = replace(run.scale, label=score_label) if score_label else run.scale
     return FigureMeta(
         model_name=name,
-        form=_form(run),
+        form=run.form,
         tag=tag,
         scorer=scorer,
         native_context=_native_context(run.info),
         title=title or f'Pressure Testing {name} {tag.upper()} via "Needle In A HayStack"',
         subtitle=f"Asking {name} To Do Fact Retrieval Across Context Lengths & Document Depth",
+        scale=scale,
     )
 
 
