@@ -38,6 +38,8 @@ class RunSummary:
     chunk_tokens: int = 0  # fast engine: tokens per prefill chunk
     matmul_tflops: float = 0.0  # the GPU's bf16 matmul rate, measured after the run (the share-of-peak yardstick)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    by_length: tuple["LengthAccuracy", ...] = ()  # accuracy_by_length with the probe count and a 95% interval
+    outcomes: dict = field(default_factory=dict)  # failure class -> probes (kanana_longctx.scoring.outcome_counts)
 
     @property
     def effective_tflops(self) -> float:
@@ -47,6 +49,32 @@ class RunSummary:
     def prefill_tflops(self) -> float:
         """The prefill's rate on the FLOPs it computed (0.0 when the loop did not time its phases)."""
         return self.computed_flops / self.prefill_seconds / 1e12 if self.prefill_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class LengthAccuracy:
+    """The finished probes of one length: how many, their mean score, and its Wilson 95% interval where every
+    score is 0 or 1 (NaN bounds otherwise: a share of recalled values is no Bernoulli trial)."""
+
+    length: int
+    probes: int
+    mean: float
+    low: float
+    high: float
+
+
+def length_accuracy(records: list[ResultRecord]) -> tuple[LengthAccuracy, ...]:
+    from kanana_longctx.stats import Interval, is_binary, wilson_interval
+
+    by_length: dict[int, list[float]] = defaultdict(list)
+    for r in records:
+        by_length[r.length].append(r.score)
+    rows = []
+    for length, scores in sorted(by_length.items()):
+        binary = is_binary(scores)
+        ci = wilson_interval(int(sum(scores)), len(scores)) if binary else Interval.missing()
+        rows.append(LengthAccuracy(length, len(scores), sum(scores) / len(scores), ci.low, ci.high))
+    return tuple(rows)
 
 
 def accuracy_by_length(records: list[ResultRecord]) -> dict[int, float]:
@@ -111,11 +139,24 @@ def render_summary(console, summary: RunSummary) -> None:
 
     table = Table(title="Accuracy per context length", show_lines=False)
     table.add_column("length", justify="right")
+    table.add_column("probes", justify="right")
     table.add_column("accuracy", justify="right")
-    for length, acc in summary.accuracy_by_length.items():
-        colour = "green" if acc >= 0.9 else "yellow" if acc >= 0.5 else "red"
-        table.add_row(f"{length:,}", f"[{colour}]{acc:.2f}[/]")
+    table.add_column("95% interval", justify="right")
+    for row in summary.by_length:
+        colour = "green" if row.mean >= 0.9 else "yellow" if row.mean >= 0.5 else "red"
+        interval = f"{row.low:.2f}-{row.high:.2f}" if row.low == row.low else "-"  # NaN: not binary
+        table.add_row(f"{row.length:,}", str(row.probes), f"[{colour}]{row.mean:.2f}[/]", interval)
     console.print(table)
+    if summary.outcomes:
+        from kanana_longctx.scoring import OUTCOME_TEXT
+
+        classes = Table(title="Answers by failure class", show_lines=False)
+        classes.add_column("class")
+        classes.add_column("probes", justify="right")
+        classes.add_column("meaning")
+        for name, count in summary.outcomes.items():
+            classes.add_row(name, str(count), OUTCOME_TEXT.get(name, "rows of an older run, not classed"))
+        console.print(classes)
     console.print(
         f"overall accuracy [bold]{summary.accuracy:.3f}[/] over {summary.ran + summary.skipped}"
         f" probes ({summary.ran} run now, {summary.skipped} resumed); {summary.backend.describe()}"

@@ -29,9 +29,11 @@ from kanana_longctx.run import distributed
 from kanana_longctx.run.check import check_context, default_max_new_tokens, grid_of, yarn_request
 from kanana_longctx.run.context import RunContext
 from kanana_longctx.run.records import RecordSink
-from kanana_longctx.run.reporting import NullReporter, RichReporter, RunSummary, accuracy_by_length, render_summary
+from kanana_longctx.run.reporting import (
+    NullReporter, RichReporter, RunSummary, accuracy_by_length, length_accuracy, render_summary,
+)
 from kanana_longctx.run.rundir import prepare_out_dir, results_path
-from kanana_longctx.scoring import SCORER_LABELS
+from kanana_longctx.scoring import SCORER_LABELS, outcome_counts
 
 
 def run_niah(probe_set: ProbeSet, options: RunOptions, out_dir: Path, console, *, tokenizer=None) -> RunSummary:
@@ -162,6 +164,8 @@ def summarize(ctx: RunContext) -> RunSummary:
         ran=len(ctx.pending),
         accuracy_by_length=accuracy_by_length(records),
         accuracy=sum(r.score for r in records) / len(records) if records else 0.0,
+        by_length=length_accuracy(records),
+        outcomes=outcome_counts(records),
         wall_seconds=ctx.wall_seconds,
         load_seconds=ctx.load_seconds,
         backend=info,
