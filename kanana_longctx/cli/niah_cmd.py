@@ -21,6 +21,7 @@ from rich.table import Table
 
 from kanana_longctx.cli import app
 from kanana_longctx.cli.errors import friendly_errors, stderr
+from kanana_longctx.cli.next_steps import plot_hint, rerun_hint
 from kanana_longctx.cli.options import RevisionOpt
 from kanana_longctx.yarn.params import DEFAULT_FACTOR, DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS
 
@@ -333,6 +334,7 @@ TpOpt = Annotated[
 @app.command("niah")
 @friendly_errors
 def niah(
+    ctx: typer.Context,
     model: ModelOpt = "smollm2",
     revision: RevisionOpt = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -443,6 +445,8 @@ def niah(
         seconds = time.perf_counter() - started
         stdout.print(_summary_table(summarize(probe_set, param_count), seconds))
         stdout.print(f"wrote {escape(str(path))}")  # outside the table: a path must never be cut short
+        stdout.print("to run these probes on the model, give the same command without --dry-run:")
+        stdout.print(escape(rerun_hint(ctx, "niah", out_dir, drop={"dry_run", "with_ids", "params"})))
         return
     if out is None:
         stderr.print(f"run directory: {escape(str(out_dir))}", highlight=False)
@@ -456,3 +460,6 @@ def niah(
     from kanana_longctx.run.runner import run_niah
 
     run_niah(probe_set, run_options, out_dir, stdout, tokenizer=tokenizer)
+    rank = rank_from_env()
+    if rank is None or rank.rank == 0:
+        stdout.print(escape(plot_hint(out_dir)))
