@@ -12,11 +12,11 @@ from kanana_longctx.cli.errors import friendly_errors
 
 EPILOG = """Examples:
 
-  kanana-longctx bench --shape llama-8b --preset readme-32k --json bench-32k.json
+  kanana-longctx bench --shape llama-8b --preset readme-32k --json b32k.json
 
-  kanana-longctx bench --shape llama-8b --preset readme-128k --naive-subset 0 --max-memory 50
+  kanana-longctx bench --preset readme-128k --naive-subset 0 --max-memory 50
 
-  kanana-longctx bench --shape tiny --device cpu --lengths 256,512 --depths 0,50,100   # CPU smoke run
+  kanana-longctx bench --shape tiny --device cpu --lengths 256,512   [dim]# CPU[/]
 """
 
 
@@ -34,7 +34,7 @@ def bench(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="0: the runner's default.")] = 0,
     max_memory: Annotated[
         float,
-        typer.Option("--max-memory", min=0.0, help="GiB our runner may plan to take, weights included (0: its own "
+        typer.Option("--max-memory", min=0.0, metavar="GIB", help="GiB our runner may plan to take, weights included (0: its own "
                      "share of the card); 50 plans an H200 like an 80 GB H100."),
     ] = 0.0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the table as JSON here.")] = None,

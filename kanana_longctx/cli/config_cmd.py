@@ -44,6 +44,7 @@ EXAMPLES = """[b]Examples[/b]
 ModelArg = Annotated[
     str,
     typer.Argument(
+        metavar="MODEL",
         help="A model directory with config.json, a config.json path, or a hub id (org/name) in the local HF cache.",
         show_default=False,
     ),

@@ -22,8 +22,10 @@ from rich.table import Table
 from kanana_longctx.cli import app
 from kanana_longctx.cli.errors import friendly_errors, stderr
 from kanana_longctx.cli.next_steps import plot_hint, rerun_hint
-from kanana_longctx.cli.options import RevisionOpt
-from kanana_longctx.yarn.params import DEFAULT_FACTOR, DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS
+from kanana_longctx.cli.options import RevisionOpt, parse_number
+from kanana_longctx.yarn.params import (
+    DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, DEFAULT_FACTOR, DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS,
+)
 
 stdout = Console(highlight=False, soft_wrap=True)
 
@@ -77,6 +79,24 @@ def _summary_table(summary, seconds: float) -> Table:
     table.add_row("answer budget", f"{summary.max_new_tokens} new tokens (from a right answer's tokens)")
     table.add_row("built in", f"{seconds:.2f} s")
     return table
+
+
+def _yarn_numbers(yarn: bool | None, factor, original, beta_fast, beta_slow) -> dict:
+    """The YaRN numbers typed, as RunOptions fields (absent ones keep the recipe's defaults); like `config`, they
+    only apply with --yarn, so a number given without it is refused rather than silently ignored."""
+    from kanana_longctx.errors import BadInput
+
+    typed = {
+        "yarn_factor": ("--yarn-factor", factor, float),
+        "yarn_original": ("--yarn-original", original, int),
+        "yarn_beta_fast": ("--yarn-beta-fast", beta_fast, float),
+        "yarn_beta_slow": ("--yarn-beta-slow", beta_slow, float),
+    }
+    given = [flag for flag, text, _ in typed.values() if text is not None]
+    if given and yarn is not True:
+        raise BadInput(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with --yarn")
+    numbers = {name: parse_number(text, flag, kind) for name, (flag, text, kind) in typed.items()}
+    return {name: value for name, value in numbers.items() if value is not None}
 
 
 ModelOpt = Annotated[
@@ -270,13 +290,38 @@ YarnOpt = Annotated[
         show_default=False,
     ),
 ]
+# The YaRN numbers under the names `config` uses (kanana_longctx.cli.options), read as text and converted with
+# parse_number: "--yarn-factor abc" is one line and exit 2. None: the Kanana 1.5 recipe's value.
 YarnFactorOpt = Annotated[
-    float,
-    typer.Option("--yarn-factor", help="YaRN factor with --yarn.", rich_help_panel=_RUN),
+    Optional[str],
+    typer.Option(
+        "--yarn-factor", help=f"YaRN factor \\[default: {DEFAULT_FACTOR:g}]", metavar="FLOAT", rich_help_panel=_RUN,
+        show_default=False,
+    ),
 ]
 YarnOriginalOpt = Annotated[
-    int,
-    typer.Option("--yarn-original", help="original_max_position_embeddings with --yarn.", rich_help_panel=_RUN),
+    Optional[str],
+    typer.Option(
+        "--yarn-original",
+        help=f"The trained context length \\[default: {DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS}]",
+        metavar="INT",
+        rich_help_panel=_RUN,
+        show_default=False,
+    ),
+]
+YarnBetaFastOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--yarn-beta-fast", help=f"YaRN beta_fast \\[default: {DEFAULT_BETA_FAST:g}]", metavar="FLOAT",
+        rich_help_panel=_RUN, show_default=False,
+    ),
+]
+YarnBetaSlowOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--yarn-beta-slow", help=f"YaRN beta_slow \\[default: {DEFAULT_BETA_SLOW:g}]", metavar="FLOAT",
+        rich_help_panel=_RUN, show_default=False,
+    ),
 ]
 EngineOpt = Annotated[
     str,
@@ -315,6 +360,7 @@ MaxMemoryOpt = Annotated[
         help="GiB the run may plan to take on the GPU, weights included (KV rows, prefill chunk, batch size); "
         "0: its own share of the card. For a GPU shared with a server, or to plan like a smaller card.",
         min=0.0,
+        metavar="GIB",
         rich_help_panel=_RUN,
     ),
 ]
@@ -365,8 +411,10 @@ def niah(
     dtype: DtypeOpt = "auto",
     attn: AttnOpt = "auto",
     yarn: YarnOpt = None,
-    yarn_factor: YarnFactorOpt = DEFAULT_FACTOR,
-    yarn_original: YarnOriginalOpt = DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS,
+    yarn_factor: YarnFactorOpt = None,
+    yarn_original: YarnOriginalOpt = None,
+    yarn_beta_fast: YarnBetaFastOpt = None,
+    yarn_beta_slow: YarnBetaSlowOpt = None,
     engine: EngineOpt = "auto",
     batch_size: BatchSizeOpt = 0,
     max_new_tokens: MaxNewTokensOpt = 0,
@@ -378,22 +426,27 @@ def niah(
 ) -> None:
     """Needle-in-a-haystack probes of exactly LENGTH tokens in the model's own tokenizer, English or Korean.
 
-    Every probe's prompt re-encodes to exactly its length; the needle sits at the sentence end nearest to the
-    requested depth; all probes share one tokenized haystack prefix. --dry-run loads only the tokenizer.
+    Every prompt re-encodes to exactly its length; the needle sits at the
+    sentence end nearest to the requested depth; all probes share one tokenized
+    haystack prefix. --dry-run loads only the tokenizer. A run ends with the
+    next command: kanana-longctx plot DIR.
 
     [bold]Examples[/]
 
+      kanana-longctx niah                     [dim]# the demo: SmolLM2 on the CPU[/]
+
       kanana-longctx niah --dry-run --out runs/demo
 
-      kanana-longctx niah -m kakaocorp/kanana-1.5-8b-instruct-2505 --preset readme-128k --lang ko --dry-run --params 8B
+      kanana-longctx niah -m ./kanana-8b -p readme-128k --lang ko --dry-run
 
-      kanana-longctx niah -m ./kanana-base -f retform -l 1000:8000:1000 -d 0,50,100 -H noise --dry-run
+      kanana-longctx niah -m ./kanana-base -f retform -l 1000:8000:1000 -H noise
 
-      kanana-longctx niah --needle "The pass key is {value}." --question "What is the pass key?" --dry-run
+      kanana-longctx niah --needle "The pass key is {value}." --dry-run
+        --question "What is the pass key?"
 
-      kanana-longctx niah --task multikey --distractors 5 --repeats 3 --preset readme-32k --dry-run
+      kanana-longctx niah --task multikey --distractors 5 --repeats 3 --dry-run
 
-      kanana-longctx niah -m kakaocorp/kanana-1.5-8b-instruct-2505 --preset readme-128k --yarn --out runs/k8b-128k
+      kanana-longctx niah -m ./kanana-8b -p readme-128k --yarn -o runs/k8b-128k
     """
     from kanana_longctx.errors import BadInput
     from kanana_longctx.hub import resolve_model
@@ -419,9 +472,10 @@ def niah(
         distractors=distractors, values=values, queries=queries, repeats=repeats,
     )
     hay = load_haystack(haystack, pack.code)
+    yarn_numbers = _yarn_numbers(yarn, yarn_factor, yarn_original, yarn_beta_fast, yarn_beta_slow)
     run_options = RunOptions(
-        model=model, revision=revision, device=device, dtype=dtype, attn=attn, yarn=yarn, yarn_factor=yarn_factor,
-        yarn_original=yarn_original, engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        model=model, revision=revision, device=device, dtype=dtype, attn=attn, yarn=yarn, **yarn_numbers,
+        engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
         trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit, tp=tp, max_memory_gib=max_memory,
     )
     if gpus > 1 and tp > 1:
