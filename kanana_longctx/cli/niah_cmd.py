@@ -458,6 +458,7 @@ def niah(
     from kanana_longctx.probes.template import FORMS
     from kanana_longctx.results import RESULTS_NAME
     from kanana_longctx.options import RunOptions
+    from kanana_longctx.writable import check_writable_dir
 
     # Cheap checks first: a typo must not cost a tokenizer load.
     grid = resolve_grid(preset, lengths, depths, depth_count, depth_spacing)
@@ -480,8 +481,8 @@ def niah(
     )
     if gpus > 1 and tp > 1:
         raise BadInput("--gpus (data parallel) and --tp (model parallel) cannot be combined yet: choose one")
-    if out is not None and out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out} exists and is not a directory")
+    what = "--out" if out is not None else "run directory"
+    check_writable_dir(out if out is not None else Path("runs"), what)  # before the tokenizer, probes, weights
 
     from kanana_longctx.tokenizer import load_tokenizer
 
@@ -491,6 +492,7 @@ def niah(
     probe_set = build_probe_set(request, tokenizer, haystack=hay)
     task_part = "" if probe_set.task == "single" else f"-{probe_set.task}"
     out_dir = out or Path("runs") / f"{model_slug(model)}{task_part}-{probe_set.form}-{probe_set.lang}-{grid.name}"
+    check_writable_dir(out_dir, what)
 
     if dry_run:
         if (out_dir / RESULTS_NAME).exists() and not overwrite:

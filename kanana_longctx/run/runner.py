@@ -34,6 +34,7 @@ from kanana_longctx.run.reporting import (
 )
 from kanana_longctx.run.rundir import prepare_out_dir, results_path
 from kanana_longctx.scoring import SCORER_LABELS, outcome_counts
+from kanana_longctx.writable import check_writable_dir
 
 
 def run_niah(probe_set: ProbeSet, options: RunOptions, out_dir: Path, console, *, tokenizer=None) -> RunSummary:
@@ -96,6 +97,7 @@ def check(probe_set: ProbeSet, options: RunOptions, out_dir: Path, reporter, tok
 
 def open_run_dir(ctx: RunContext) -> None:
     """Check the directory against the run's configuration, find what is done, choose what this process runs."""
+    check_writable_dir(ctx.out_dir, "run directory")  # before the weights load, not when run.json is written
     if ctx.rank:
         distributed.init_group(ctx.rank)
     ctx.done = prepare_out_dir(ctx.out_dir, ctx.info, ctx.options.overwrite, ctx.first_rank)
