@@ -95,6 +95,7 @@ def test_dry_run_says_how_to_run_it_and_that_command_runs_then_resumes(echo, tmp
     resumed = runner.invoke(app, words[1:])
     assert resumed.exit_code == 0, resumed.output
     assert _next_lines(resumed.stdout) == _next_lines(run.stdout)
+    assert "nothing to run" in resumed.stdout and echo.loads == 1  # a finished run loads nothing
 
 
 def test_flags_and_negative_flags_are_rebuilt_as_typed(echo, tmp_path):

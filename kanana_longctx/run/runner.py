@@ -7,8 +7,9 @@ or slow: `check` (the options, the backend chosen and opened, the lengths agains
 at most, no weights), `open_run_dir` (refuse a different configuration, find the probes already done, clear an
 --overwrite), `load` (the weights; run.json written with what the backend chose), `loop` (the backend generates,
 each finished batch is scored and appended to results.jsonl, fsynced, so a kill -9 loses at most the batch in
-flight) and `summarize`. The same command on the same directory resumes. Which backend runs is the registry's
-choice (kanana_longctx.backends.registry); nothing here knows which one it was.
+flight) and `summarize`. The same command on the same directory resumes; when the directory already holds every
+probe, `open_run_dir` is followed by `finished`: the summary, no weights loaded. Which backend runs is the
+registry's choice (kanana_longctx.backends.registry); nothing here knows which one it was.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import dataclasses
 import time
 from pathlib import Path
 
-from kanana_longctx.backends.base import BackendRequest, RunJob
+from kanana_longctx.backends.base import BackendInfo, BackendRequest, LoopStats, RunJob
 from kanana_longctx.backends.registry import open_backend
 from kanana_longctx.errors import ProbeError
 from kanana_longctx.hub import resolve_model
 from kanana_longctx.options import RunOptions
 from kanana_longctx.plan.flops import prefill_flops
 from kanana_longctx.probes.spec import ProbeSet
-from kanana_longctx.results import RESULTS_NAME, ResultsWriter, RunInfo, load_results, write_run_info
+from kanana_longctx.results import (
+    RESULTS_NAME, ResultsWriter, RunInfo, load_results, read_run_info, write_run_info,
+)
 from kanana_longctx.run import distributed
 from kanana_longctx.run.check import check_context, default_max_new_tokens, grid_of, yarn_request
 from kanana_longctx.run.context import RunContext
@@ -52,6 +55,8 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     """Run the pending probes of `probe_set`; return a RunSummary. `loaded` lets the benchmark pass its own model."""
     ctx = check(probe_set, options, Path(out_dir), reporter or NullReporter(), tokenizer, loaded)
     open_run_dir(ctx)
+    if ctx.done.issuperset(p.probe_id for p in probe_set.probes):
+        return finished(ctx)  # every rank sees the same directory, so all of them take this path
     load(ctx)
     loop(ctx)
     return summarize(ctx)
@@ -153,6 +158,24 @@ def loop(ctx: RunContext) -> None:
     ctx.wall_seconds = time.perf_counter() - t1
     distributed.finish(ctx.out_dir, ctx.rank, ctx.data_parallel)
     ctx.figures = ctx.backend.close(bool(ctx.pending))
+
+
+def finished(ctx: RunContext) -> RunSummary:
+    """A directory that already holds every probe: no weights are loaded for zero probes. The summary names what
+    computed the rows (run.json's backend facts); rank files a crashed data-parallel run left are merged first."""
+    total = len(ctx.probe_set.probes)
+    probes = "the probe" if total == 1 else f"all {total} probes"
+    ctx.reporter.note(f"nothing to run: {probes} of {ctx.out_dir} already done; no weights loaded")
+    if ctx.rank is None and distributed.rank_files(ctx.out_dir):
+        distributed.merge_rank_results(ctx.out_dir)
+    distributed.finish(ctx.out_dir, ctx.rank, ctx.data_parallel)
+    ran = read_run_info(ctx.out_dir) or ctx.info
+    ctx.backend_info = BackendInfo(
+        engine=ran.engine or "unknown", device=ran.device, dtype=ran.dtype, attention=ran.attention,
+        gpu_name=ran.gpu_name, endpoint=ran.extra.get("endpoint") or {}, yarn=ran.yarn,
+    )
+    ctx.stats = LoopStats(computed_flops=0.0)
+    return summarize(ctx)
 
 
 def summarize(ctx: RunContext) -> RunSummary:
