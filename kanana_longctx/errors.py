@@ -55,6 +55,20 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def json_error_text(name: object, exc, line: int | None = None) -> str:
+    """A json.JSONDecodeError as one line that names the file, the place and what is wrong, in json's own words
+    tidied ('unterminated string', not 'Unterminated string starting at' followed by our 'at line'):
+    'FILE: invalid JSON at line 14, column 3: unterminated string'. `line`: the file's line number where the text
+    parsed was one line of a JSONL file."""
+    message = exc.msg
+    for tail in (" starting at", " at"):  # "Unterminated string starting at", "Invalid \escape at"
+        if message.endswith(tail):
+            message = message[: -len(tail)]
+            break
+    message = message[:1].lower() + message[1:]
+    return f"{name}: invalid JSON at line {exc.lineno if line is None else line}, column {exc.colno}: {message}"
+
+
 class EndpointError(KananaError):
     """An OpenAI-compatible server that cannot be used as asked, or that failed: unreachable, a model it does not
     serve, a refused or failed request. Exit 2: the user must change the URL, the server or the run."""

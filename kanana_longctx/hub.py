@@ -105,3 +105,32 @@ def resolve_model(spec: str, revision: str | None = None) -> ModelSource:
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return ModelSource(spec=spec, directory=resolve_hub_snapshot(spec, revision), kind="hub")
     raise ModelNotFound(f"{spec}: no such file or directory (and not a hub id or known alias)")
+
+
+# The JSON files transformers reads from a model directory, in the order it reads them.
+MODEL_JSON_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json",
+                    "generation_config.json")
+
+
+def malformed_json(directory: Path) -> str:
+    """The first of a model directory's JSON files that does not parse, as one line naming the file, line, column
+    and what is wrong ("" when they all parse). transformers' own message only says "not a valid JSON file", so a
+    loader that failed asks this before it reports."""
+    import json
+
+    from kanana_longctx.errors import json_error_text
+
+    for name in MODEL_JSON_FILES:
+        path = Path(directory) / name
+        try:
+            json.loads(path.read_bytes().decode("utf-8-sig"))
+        except OSError:
+            continue  # absent or unreadable: transformers says what it missed
+        except UnicodeDecodeError as exc:
+            return f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})"
+        except json.JSONDecodeError as exc:
+            return json_error_text(path, exc)
+        except ValueError as exc:
+            return f"{path}: invalid JSON: {exc}"
+    return ""
+

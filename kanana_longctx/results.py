@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable
 
 from kanana_longctx.atomic import atomic_write_text
-from kanana_longctx.errors import ResultsError
+from kanana_longctx.errors import ResultsError, json_error_text
 
 RESULTS_NAME = "results.jsonl"
 RUN_NAME = "run.json"
@@ -136,13 +136,16 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
             continue
         try:
             obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ValueError("not an object")
-        except ValueError:
+            problem = "" if isinstance(obj, dict) else f"{path}: line {number + 1} is {json_kind(obj)}, not an object"
+        except json.JSONDecodeError as exc:
+            problem = json_error_text(path, exc, line=number + 1)
+        except ValueError as exc:  # int() refusing a number of thousands of digits
+            problem = f"{path}: invalid JSON at line {number + 1}: {exc}"
+        if problem:
             if number == last:
                 warnings.append(f"{path}: skipped a torn last line (line {number + 1}; an interrupted run?)")
                 continue
-            raise ResultsError(f"{path}:{number + 1}: not a JSON object") from None
+            raise ResultsError(problem)
         objects.append(obj)
     return objects, warnings
 
@@ -234,7 +237,31 @@ def read_run_info(run_dir: Path) -> RunInfo | None:
     if not path.is_file():
         return None
     try:
-        return RunInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as exc:
-        raise ResultsError(f"{path}: not a valid run.json ({exc})") from None
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsError(json_error_text(path, exc)) from None
+    except ValueError as exc:
+        raise ResultsError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: not a run.json: it holds {json_kind(data)}, not an object")
+    missing = [f.name for f in fields(RunInfo) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in missing if name not in data]
+    if missing:
+        raise ResultsError(f"{path}: not a complete run.json of this tool: no {', '.join(missing)}")
+    return RunInfo.from_dict(data)
+
+
+def json_kind(value: object) -> str:
+    """How a parsed JSON value reads in a message: 'an array', 'a string', 'a number', 'null'."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true or false"
+    return "null" if value is None else "a number"
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from kanana_longctx.errors import ModelNotFound
-from kanana_longctx.hub import ModelSource
+from kanana_longctx.hub import ModelSource, malformed_json
 
 
 def cache_dir() -> Path:
@@ -62,6 +62,8 @@ def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False):
         raise
     except Exception as exc:  # transformers raises OSError/ValueError/KeyError... for a missing or broken tokenizer
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not source.gguf_file:  # transformers does not say where a model's JSON file breaks
+            first = malformed_json(source.directory) or first
         if first.rstrip().endswith(":"):  # transformers lists the files it looked for on the following lines
             first = "no tokenizer files (tokenizer.json, tokenizer.model, vocab files) found"
         raise ModelNotFound(f"cannot load a tokenizer from {source.spec}: {first}") from exc

@@ -94,7 +94,7 @@ def test_directory_without_results_is_one_line(tmp_path):
         (json.dumps({"length": 1000, "depth": 0}) + "\n", "has no score"),
         (json.dumps({"score": 1.0}) + "\n", "has no length, depth"),
         (json.dumps({"length": 1000, "depth": 0, "score": 7}) + "\n", "outside [0, 1]"),
-        ("not json\n" + json.dumps({"length": 1000, "depth": 0, "score": 1}) + "\n", "not a JSON object"),
+        ("not json\n" + json.dumps({"length": 1000, "depth": 0, "score": 1}) + "\n", "results.jsonl: invalid JSON at line 1, column 1: expecting value"),
     ],
 )
 def test_bad_results_are_one_line(tmp_path, content, message):

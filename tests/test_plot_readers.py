@@ -72,7 +72,7 @@ def test_gkamradt_v1_without_model_warns_and_uses_the_directory(tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [("{not json", "not valid JSON"), (json.dumps({"context_length": 1000, "depth_percent": 0, "score": 11}),
+    [("{not json", "invalid JSON at line 1, column 2: expecting property name"), (json.dumps({"context_length": 1000, "depth_percent": 0, "score": 11}),
                                         "outside the 0-10 scale"),
      (json.dumps({"context_length": "long", "depth_percent": 0, "score": 5}), "context_length is \"long\"")],
 )

@@ -80,7 +80,7 @@ def test_missing_run_json_costs_a_warning(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"model": "x", "form": ', "run.json: not valid JSON (Expecting value at line 1, column 24)"),
+        ('{"model": "x", "form": ', "run.json: invalid JSON at line 1, column 24: expecting value"),
         ("[1, 2]", "run.json holds a list, not an object"),
         ('{"model": 7}', "'model' is a whole number (7), expected a string"),
         ('{"model": "x", "yarn": "yes"}', "'yarn' is a string (\"yes\"), expected an object or null"),

@@ -56,7 +56,7 @@ def test_parse_lengths(text, expected):
         ("1000:4000:0", "step > 0"),
         ("1500.5", "positive whole number"),
         ("0", "positive whole number"),
-        ("-5", "cannot parse"),
+        ("-5", "length -5 is not a positive whole number"),
         ("1:100000000:1", "expands to"),
     ],
 )

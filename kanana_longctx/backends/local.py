@@ -22,7 +22,7 @@ from kanana_longctx.backends.base import (
     BackendInfo, BackendRequest, ContextLimits, DeviceFigures, Generation, GenerationSink, LoopStats, RunJob,
 )
 from kanana_longctx.errors import DeviceError, ModelNotFound, ProbeError
-from kanana_longctx.hub import ModelSource
+from kanana_longctx.hub import ModelSource, malformed_json
 from kanana_longctx.kernels.choice import hf_attn_implementation, pick_attention, pick_device, pick_dtype
 from kanana_longctx.options import RunOptions
 from kanana_longctx.plan.flops import ModelShape
@@ -74,7 +74,8 @@ def load_config(source: ModelSource, options: RunOptions):
             source.directory, trust_remote_code=options.trust_remote_code, **source.transformers_kwargs()
         )
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        broken = "" if source.gguf_file else malformed_json(source.directory)  # where transformers only says "invalid"
+        first = broken or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelNotFound(f"cannot load a model config from {source.spec}: {first}") from exc
     if options.yarn is True:
         set_config_yarn(config, options.yarn_params())

@@ -73,7 +73,9 @@ PRESETS: dict[str, Grid] = {
     ),
 }
 
-_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+# A sign is accepted here so that "-d -10" reaches the range check ("depth -10 is outside 0..100"), not the syntax.
+_NUMBER = r"[+-]?[0-9]+(?:\.[0-9]+)?"
+_SYNTAX = {"lengths": "1000,2000 or 1000:32000:1000", "depths": "0,50,100 or 0:100:25"}
 _RANGE = re.compile(rf"^({_NUMBER}):({_NUMBER}):({_NUMBER})$")
 
 
@@ -98,7 +100,7 @@ def _parse_list(text: str, what: str) -> list[float]:
         elif re.fullmatch(_NUMBER, item):
             values.append(float(item))
         else:
-            raise ProbeError(f"cannot parse {what} '{item}' (use 1000,2000 or 1000:32000:1000)")
+            raise ProbeError(f"cannot parse {what} '{item}' (use {_SYNTAX.get(what, _SYNTAX['lengths'])})")
     return values
 
 
@@ -115,7 +117,7 @@ def parse_depths(text: str) -> tuple[float, ...]:
     for v in values:
         if not 0.0 <= v <= 100.0:
             raise ProbeError(f"depth {v:g} is outside 0..100 (percent)")
-    return tuple(sorted({round(v, 6) for v in values}))
+    return tuple(sorted({round(v, 6) + 0.0 for v in values}))  # + 0.0: "-0" is depth 0, not a probe id "D-0"
 
 
 def resolve_grid(

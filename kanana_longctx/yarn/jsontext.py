@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from kanana_longctx.errors import ConfigError
+from kanana_longctx.errors import ConfigError, json_error_text
 
 _WS = " \t\n\r"
 _DECODER = json.JSONDecoder()
@@ -47,14 +47,8 @@ def _reject_constant(name: str) -> None:
 
 
 def json_error(name: str, exc: json.JSONDecodeError) -> str:
-    """'FILE: invalid JSON at line 14, column 3: unterminated string' (json's own wording, tidied)."""
-    message = exc.msg
-    for tail in (" starting at", " at"):  # json says "Unterminated string starting at" and "Invalid \escape at"
-        if message.endswith(tail):
-            message = message[: -len(tail)]
-            break
-    message = message[:1].lower() + message[1:]
-    return f"{name}: invalid JSON at line {exc.lineno}, column {exc.colno}: {message}"
+    """'FILE: invalid JSON at line 14, column 3: unterminated string' (kanana_longctx.errors.json_error_text)."""
+    return json_error_text(name, exc)
 
 
 # Real configs nest 3 or 4 levels; anything far deeper is malformed, and would make recursive code downstream

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
-from kanana_longctx.errors import ResultsError
+from kanana_longctx.errors import ResultsError, json_error_text
 from kanana_longctx.plot.grid import depth_key
 from kanana_longctx.plot.scale import ScoreScale
 from kanana_longctx.results import ResultRecord, RunInfo
@@ -77,7 +77,7 @@ def load_json(path: Path) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise ResultsError(json_error_text(path, exc)) from None
 
 
 def peek_json(path: Path) -> object | None:
