@@ -1,13 +1,16 @@
 """Load a model's tokenizer (never its weights) from a resolved ModelSource.
 
 Converting a GGUF's vocabulary to a transformers tokenizer takes several seconds, so the converted tokenizer is kept
-in the user cache (KANANA_LONGCTX_CACHE, else ~/.cache/kanana-longctx), keyed by the GGUF's path, size and mtime.
+in the user cache, `cache_dir()/tokenizers/<key>` (KANANA_LONGCTX_CACHE, else $XDG_CACHE_HOME/kanana-longctx, else
+~/.cache/kanana-longctx; docs/running.md), keyed by the GGUF's path, size and mtime. The cache is only ever a
+shortcut: a read-only one costs the conversion, a damaged entry is converted again and replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 from kanana_longctx.errors import ModelNotFound
@@ -15,6 +18,7 @@ from kanana_longctx.hub import ModelSource, malformed_json
 
 
 def cache_dir() -> Path:
+    """This tool's user cache: KANANA_LONGCTX_CACHE when set, else the XDG cache directory's kanana-longctx."""
     env = os.environ.get("KANANA_LONGCTX_CACHE")
     if env:
         return Path(env).expanduser()
@@ -38,6 +42,17 @@ def quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+def _store(tok, cached: Path) -> None:
+    """Save a converted tokenizer to the cache atomically (a private directory renamed into place); a read-only or
+    full cache only costs time, and leaves no half-written directory behind."""
+    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+    try:
+        tok.save_pretrained(tmp)
+        os.replace(tmp, cached)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False):
     """Return a transformers tokenizer for `source`; raise ModelNotFound with one clear line when it cannot load."""
     from transformers import AutoTokenizer
@@ -48,14 +63,12 @@ def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False):
             gguf = source.directory / source.gguf_file
             cached = cache_dir() / "tokenizers" / _gguf_cache_key(gguf)
             if (cached / "tokenizer_config.json").is_file():
-                return AutoTokenizer.from_pretrained(cached)
+                try:
+                    return AutoTokenizer.from_pretrained(cached)
+                except Exception:  # a damaged entry (a disk filled up, an edit): convert again below
+                    shutil.rmtree(cached, ignore_errors=True)
             tok = AutoTokenizer.from_pretrained(source.directory, gguf_file=source.gguf_file)
-            try:
-                tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-                tok.save_pretrained(tmp)
-                os.replace(tmp, cached)
-            except OSError:
-                pass  # a read-only cache only costs time
+            _store(tok, cached)
             return tok
         return AutoTokenizer.from_pretrained(source.directory, trust_remote_code=trust_remote_code)
     except ModelNotFound:
