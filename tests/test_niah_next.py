@@ -108,6 +108,25 @@ def test_flags_and_negative_flags_are_rebuilt_as_typed(echo, tmp_path):
     assert "--no-yarn" in words and "--trust-remote-code" in words and "--with-ids" not in words
 
 
+def test_ctrl_c_keeps_the_finished_probes_and_says_the_same_command_resumes(echo, tmp_path, monkeypatch):
+    out = tmp_path / "stop"
+    real_run = Echo.run
+
+    def run_then_interrupt(self, job, sink):
+        sink.write([Generation(job.pending[0], f" {job.pending[0].expected}", 2, False, 0.0, 1)])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Echo, "run", run_then_interrupt)
+    args = ["niah", "-l", "300", "-d", "0,100", "-H", "noise", "-o", str(out)]
+    stopped = runner.invoke(app, args)
+    assert stopped.exit_code == 130
+    assert stopped.stderr == f"error: interrupted; the finished probes are kept in {out}: the same command resumes\n"
+    assert len(load_results(out)[0]) == 1
+    monkeypatch.setattr(Echo, "run", real_run)
+    resumed = runner.invoke(app, args)
+    assert resumed.exit_code == 0 and "(1 run now, 1 resumed)" in resumed.stdout
+
+
 @pytest.mark.slow
 def test_a_real_smollm2_run_ends_with_the_plot_line(tmp_path):
     out = tmp_path / "real"

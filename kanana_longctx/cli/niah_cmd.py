@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kanana_longctx.cli import app
-from kanana_longctx.cli.errors import friendly_errors, stderr
+from kanana_longctx.cli.errors import debug_enabled, fail, friendly_errors, stderr
 from kanana_longctx.cli.next_steps import plot_hint, rerun_hint
 from kanana_longctx.cli.options import RevisionOpt, parse_number
 from kanana_longctx.yarn.params import (
@@ -515,7 +515,13 @@ def niah(
         raise typer.Exit(code)
     from kanana_longctx.run.runner import run_niah
 
-    run_niah(probe_set, run_options, out_dir, stdout, tokenizer=tokenizer)
+    try:
+        run_niah(probe_set, run_options, out_dir, stdout, tokenizer=tokenizer)
+    except KeyboardInterrupt:
+        if debug_enabled():
+            raise
+        # every finished probe is already fsynced: say so, and how to go on, instead of a bare "interrupted"
+        raise fail(f"interrupted; the finished probes are kept in {out_dir}: the same command resumes", 130) from None
     rank = rank_from_env()
     if rank is None or rank.rank == 0:
         stdout.print(escape(plot_hint(out_dir)))
