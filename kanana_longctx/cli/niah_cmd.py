@@ -441,8 +441,7 @@ def niah(
 
       kanana-longctx niah -m ./kanana-base -f retform -l 1000:8000:1000 -H noise
 
-      kanana-longctx niah --needle "The pass key is {value}." --dry-run
-        --question "What is the pass key?"
+      kanana-longctx niah --needle "Code {value}." --question "Code?" --dry-run
 
       kanana-longctx niah --task multikey --distractors 5 --repeats 3 --dry-run
 
