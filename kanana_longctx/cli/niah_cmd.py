@@ -22,7 +22,7 @@ from rich.table import Table
 from kanana_longctx.cli import app
 from kanana_longctx.cli.errors import friendly_errors, stderr
 from kanana_longctx.cli.options import RevisionOpt
-from kanana_longctx.yarn.params import DEFAULT_FACTOR, DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS
+from kanana_longctx.yarn.params import DEFAULT_FACTOR
 
 stdout = Console(highlight=False, soft_wrap=True)
 
@@ -274,8 +274,13 @@ YarnFactorOpt = Annotated[
     typer.Option("--yarn-factor", help="YaRN factor with --yarn.", rich_help_panel=_RUN),
 ]
 YarnOriginalOpt = Annotated[
-    int,
-    typer.Option("--yarn-original", help="original_max_position_embeddings with --yarn.", rich_help_panel=_RUN),
+    Optional[int],
+    typer.Option(
+        "--yarn-original",
+        help="original_max_position_embeddings with --yarn \\[default: the model's native context].",
+        rich_help_panel=_RUN,
+        show_default=False,
+    ),
 ]
 EngineOpt = Annotated[
     str,
@@ -364,7 +369,7 @@ def niah(
     attn: AttnOpt = "auto",
     yarn: YarnOpt = None,
     yarn_factor: YarnFactorOpt = DEFAULT_FACTOR,
-    yarn_original: YarnOriginalOpt = DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS,
+    yarn_original: YarnOriginalOpt = None,
     engine: EngineOpt = "auto",
     batch_size: BatchSizeOpt = 0,
     max_new_tokens: MaxNewTokensOpt = 0,
@@ -422,6 +427,9 @@ def niah(
         yarn_original=yarn_original, engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
         trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit, tp=tp, max_memory_gib=max_memory,
     )
+    from kanana_longctx.run.check import validate_options
+
+    validate_options(run_options, gpus=gpus)  # every name and number, before anything is loaded or written
     if gpus > 1 and tp > 1:
         raise BadInput("--gpus (data parallel) and --tp (model parallel) cannot be combined yet: choose one")
     if out is not None and out.exists() and not out.is_dir():
@@ -431,6 +439,10 @@ def niah(
 
     source = resolve_model(model, revision)
     tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    if not dry_run:  # device, kernel and context from the config, before a single probe is built
+        from kanana_longctx.run.runner import preflight
+
+        preflight(run_options, max(grid.lengths), tokenizer=tokenizer)
     started = time.perf_counter()
     probe_set = build_probe_set(request, tokenizer, haystack=hay)
     task_part = "" if probe_set.task == "single" else f"-{probe_set.task}"

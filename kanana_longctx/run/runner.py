@@ -26,7 +26,7 @@ from kanana_longctx.plan.flops import prefill_flops
 from kanana_longctx.probes.spec import ProbeSet
 from kanana_longctx.results import RESULTS_NAME, ResultsWriter, RunInfo, load_results, write_run_info
 from kanana_longctx.run import distributed
-from kanana_longctx.run.check import check_context, default_max_new_tokens, grid_of, yarn_request
+from kanana_longctx.run.check import check_context, default_max_new_tokens, grid_of, validate_options, yarn_request
 from kanana_longctx.run.context import RunContext
 from kanana_longctx.run.records import RecordSink
 from kanana_longctx.run.reporting import (
@@ -56,10 +56,9 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
     return summarize(ctx)
 
 
-def check(probe_set: ProbeSet, options: RunOptions, out_dir: Path, reporter, tokenizer, loaded) -> RunContext:
-    """Everything that can fail cheaply: the probes, the tokenizer, the backend's choice and the context check."""
-    if not probe_set.probes:
-        raise ProbeError("the probe set is empty")
+def _open(options: RunOptions, tokenizer, loaded):
+    """The backend the options ask for, opened (a config read at most); the tokenizer it needs."""
+    validate_options(options)
     source = resolve_model(options.model, options.revision) if loaded is None else None
     if tokenizer is None and source is not None:
         from kanana_longctx.tokenizer import load_tokenizer
@@ -68,6 +67,30 @@ def check(probe_set: ProbeSet, options: RunOptions, out_dir: Path, reporter, tok
     rank = distributed.rank_from_env()
     device_index = rank.local_rank if rank is not None and options.tp <= 1 else None  # data parallel: one GPU each
     backend = open_backend(BackendRequest(options, source, tokenizer, loaded=loaded, device_index=device_index))
+    return backend, tokenizer, rank
+
+
+def _yarn_original_note(options: RunOptions, limits) -> str:
+    if options.yarn is not True or options.yarn_original is not None or not limits.yarn:
+        return ""
+    native = limits.yarn.get("original_max_position_embeddings")
+    return f"--yarn over the model's native context of {native:,} tokens (no --yarn-original given)"
+
+
+def preflight(options: RunOptions, longest_length: int, *, tokenizer=None) -> list[str]:
+    """Before any probe is built: the options, the device, dtype and kernel, and the longest length (plus an
+    explicit answer budget) against the model's context, from its config alone. Returns the notes to show."""
+    backend, _, _ = _open(options, tokenizer, None)
+    limits = backend.context()
+    note = check_context(limits, longest_length + options.max_new_tokens, options.yarn_factor)
+    return [n for n in (_yarn_original_note(options, limits), note) if n]
+
+
+def check(probe_set: ProbeSet, options: RunOptions, out_dir: Path, reporter, tokenizer, loaded) -> RunContext:
+    """Everything that can fail cheaply: the probes, the tokenizer, the backend's choice and the context check."""
+    if not probe_set.probes:
+        raise ProbeError("the probe set is empty")
+    backend, tokenizer, rank = _open(options, tokenizer, loaded)
     ctx = RunContext(probe_set, options, out_dir, reporter, tokenizer, backend, rank)
     ctx.max_new_tokens = options.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
     ctx.limits = backend.context()
@@ -78,7 +101,13 @@ def check(probe_set: ProbeSet, options: RunOptions, out_dir: Path, reporter, tok
         reporter.note(
             f"[yellow]warning:[/] lengths up to {longest:,} exceed the native context {ctx.limits.native:,} without --yarn"
         )
+    original = _yarn_original_note(options, ctx.limits)
+    if original:
+        ctx.notes.append(original)
+        reporter.note(f"[yellow]note:[/] {original}")
     requested = yarn_request(options)
+    if isinstance(requested, dict) and requested["original_max_position_embeddings"] is None and ctx.limits.yarn:
+        requested["original_max_position_embeddings"] = ctx.limits.yarn.get("original_max_position_embeddings")
     ctx.info = RunInfo(
         model=options.model,
         form=probe_set.form,
