@@ -451,7 +451,10 @@ def niah(
     if dry_run:
         if (out_dir / RESULTS_NAME).exists() and not overwrite:
             raise BadInput(f"{out_dir} already holds a run ({RESULTS_NAME}); use --overwrite or another --out")
-        path = write_prompts(probe_set, out_dir, with_ids=with_ids)
+        from kanana_longctx.run.lock import run_dir_lock
+
+        with run_dir_lock(out_dir, "kanana-longctx niah --dry-run"):  # never beside a run that is writing
+            path = write_prompts(probe_set, out_dir, with_ids=with_ids)
         seconds = time.perf_counter() - started
         stdout.print(_summary_table(summarize(probe_set, param_count), seconds))
         stdout.print(f"wrote {escape(str(path))}")  # outside the table: a path must never be cut short

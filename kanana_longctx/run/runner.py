@@ -4,8 +4,9 @@ Usage: summary = execute(probe_set, RunOptions(model="smollm2"), Path("runs/demo
 
 A run is five phases over one RunContext, ordered so that every cheap check comes before anything destructive
 or slow: `check` (the options, the backend chosen and opened, the lengths against the model's context: a config
-at most, no weights), `open_run_dir` (refuse a different configuration, find the probes already done, clear an
---overwrite), `load` (the weights; run.json written with what the backend chose), `loop` (the backend generates,
+at most, no weights), `open_run_dir` (under the directory's lock, held to the end: refuse a different
+configuration, find the probes already done, clear an --overwrite, write run.json marked running), `load` (the
+weights; run.json rewritten with what the backend chose), `loop` (the backend generates,
 each finished batch is scored and appended to results.jsonl, fsynced, so a kill -9 loses at most the batch in
 flight) and `summarize`. The same command on the same directory resumes. Which backend runs is the registry's
 choice (kanana_longctx.backends.registry); nothing here knows which one it was.
@@ -13,6 +14,7 @@ choice (kanana_longctx.backends.registry); nothing here knows which one it was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ from kanana_longctx.results import RESULTS_NAME, ResultsWriter, RunInfo, load_re
 from kanana_longctx.run import distributed
 from kanana_longctx.run.check import check_context, default_max_new_tokens, grid_of, validate_options, yarn_request
 from kanana_longctx.run.context import RunContext
+from kanana_longctx.run.lock import run_dir_lock
 from kanana_longctx.run.records import RecordSink
 from kanana_longctx.run.reporting import (
     NullReporter, RichReporter, RunSummary, accuracy_by_length, length_accuracy, render_summary,
@@ -50,10 +53,23 @@ def run_niah(probe_set: ProbeSet, options: RunOptions, out_dir: Path, console, *
 def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter=None, tokenizer=None, loaded=None):
     """Run the pending probes of `probe_set`; return a RunSummary. `loaded` lets the benchmark pass its own model."""
     ctx = check(probe_set, options, Path(out_dir), reporter or NullReporter(), tokenizer, loaded)
-    open_run_dir(ctx)
-    load(ctx)
-    loop(ctx)
-    return summarize(ctx)
+    with contextlib.ExitStack() as held:
+        if ctx.first_rank:  # one writer per directory; this run's other ranks share it (run/lock.py)
+            held.enter_context(run_dir_lock(ctx.out_dir))
+        open_run_dir(ctx)
+        load(ctx)
+        loop(ctx)
+        summary = summarize(ctx)
+        if ctx.first_rank:
+            finished = {p.probe_id for p in probe_set.probes} <= distributed.done_ids(ctx.out_dir)
+            write_run_info(ctx.out_dir, _with_status(ctx.info, "complete" if finished else "incomplete"))
+    return summary
+
+
+def _with_status(info: RunInfo, status: str) -> RunInfo:
+    """run.json's `extra.status`: running (written before the model loads, so that a run in progress, or one that
+    was killed, shows), complete or incomplete (--limit, or a shard of the grid) when the process ended."""
+    return dataclasses.replace(info, extra={**info.extra, "status": status})
 
 
 def _open(options: RunOptions, tokenizer, loaded):
@@ -118,7 +134,7 @@ def check(probe_set: ProbeSet, options: RunOptions, out_dir: Path, reporter, tok
         seed=probe_set.seed,
         yarn=requested if isinstance(requested, dict) else ctx.limits.yarn,
         max_new_tokens=ctx.max_new_tokens,
-        extra={"scorer": SCORER_LABELS["contains"], "yarn_request": requested},
+        extra={"scorer": SCORER_LABELS["contains"], "yarn_request": requested, "status": "running"},
     )
     return ctx
 
@@ -128,6 +144,8 @@ def open_run_dir(ctx: RunContext) -> None:
     if ctx.rank:
         distributed.init_group(ctx.rank)
     ctx.done = prepare_out_dir(ctx.out_dir, ctx.info, ctx.options.overwrite, ctx.first_rank)
+    if ctx.first_rank:  # before the weights load: what runs here is on disk from the start
+        write_run_info(ctx.out_dir, ctx.info)
     if ctx.rank:
         distributed.barrier()  # no rank starts before rank 0 has cleared an --overwrite
     pending = [p for p in ctx.probe_set.probes if p.probe_id not in ctx.done]
