@@ -225,6 +225,64 @@ def _optional_fields(obj: dict, path: Path, index: int) -> dict:
     return {"task": obj.get("task") or "single", "repeat": repeat, "outcome": obj.get("outcome") or ""}
 
 
+def row_mismatch(record: ResultRecord, run: dict) -> str:
+    """'' when `record` could have been written by the run that `run` (a run.json's object, possibly partial)
+    describes; else the first field that says otherwise, in words ("seed 7, not 0"). Fields the run.json lacks,
+    and empty text fields of older rows, are not compared."""
+    grid = run.get("grid") if isinstance(run.get("grid"), dict) else None
+    wanted: list[tuple[str, object, object]] = []
+    if isinstance(run.get("seed"), int):
+        wanted.append(("seed", record.seed, run["seed"]))
+    for name in ("lang", "form", "haystack"):
+        if isinstance(run.get(name), str) and run[name] and getattr(record, name):
+            wanted.append((name, getattr(record, name), run[name]))
+    if grid is not None:
+        wanted.append(("task", record.task, grid.get("task", GRID_DEFAULTS["task"])))
+    budget = run.get("max_new_tokens")
+    if isinstance(budget, int) and budget and record.max_new_tokens:
+        wanted.append(("max_new_tokens", record.max_new_tokens, budget))
+    for name, have, want in wanted:
+        if have != want:
+            return f"{name} {have!r}, not {want!r}"
+    if grid is not None:
+        lengths, depths = grid.get("lengths"), grid.get("depths")
+        if isinstance(lengths, list) and lengths and record.length not in lengths:
+            return f"length {record.length}, not in the grid"
+        if isinstance(depths, list) and depths and all(isinstance(d, (int, float)) for d in depths) and not any(
+            abs(record.depth - d) < 1e-6 for d in depths
+        ):
+            return f"depth {record.depth:g}, not in the grid"
+        repeats = grid.get("repeats")
+        if isinstance(repeats, int) and record.repeat >= repeats:
+            return f"repeat {record.repeat}, past the grid's {repeats}"
+    return ""
+
+
+def select_rows(records: Iterable[ResultRecord], run: dict | None, source: Path) -> tuple[list[ResultRecord], list[str]]:
+    """The rows of `source` that belong to its run: rows of another configuration than run.json's (`run`, None
+    when there is none) and repeated rows of one probe (the first is kept) are dropped, each kind with a warning."""
+    kept: list[ResultRecord] = []
+    seen: set[tuple[str, int]] = set()
+    foreign, first_foreign, duplicates = 0, "", 0
+    for record in records:
+        why = row_mismatch(record, run) if run else ""
+        if why:
+            foreign, first_foreign = foreign + 1, first_foreign or f"{record.probe_id}: {why}"
+            continue
+        key = (record.probe_id, record.repeat)
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        kept.append(record)
+    warnings = []
+    if foreign:
+        warnings.append(f"{source}: ignored {foreign} row(s) of another configuration than run.json's ({first_foreign})")
+    if duplicates:
+        warnings.append(f"{source}: dropped {duplicates} duplicate row(s) of a probe already there (the first kept)")
+    return kept, warnings
+
+
 def write_run_info(run_dir: Path, info: RunInfo) -> None:
     atomic_write_text(Path(run_dir) / RUN_NAME, json.dumps(info.to_dict(), indent=2, ensure_ascii=False) + "\n")
 

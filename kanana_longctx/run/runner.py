@@ -26,7 +26,7 @@ from kanana_longctx.hub import resolve_model
 from kanana_longctx.options import RunOptions
 from kanana_longctx.plan.flops import prefill_flops
 from kanana_longctx.probes.spec import ProbeSet
-from kanana_longctx.results import RESULTS_NAME, ResultsWriter, RunInfo, load_results, write_run_info
+from kanana_longctx.results import RESULTS_NAME, ResultsWriter, RunInfo, load_results, select_rows, write_run_info
 from kanana_longctx.run import distributed
 from kanana_longctx.run.check import check_context, default_max_new_tokens, grid_of, validate_options, yarn_request
 from kanana_longctx.run.context import RunContext
@@ -35,7 +35,7 @@ from kanana_longctx.run.records import RecordSink
 from kanana_longctx.run.reporting import (
     NullReporter, RichReporter, RunSummary, accuracy_by_length, length_accuracy, render_summary,
 )
-from kanana_longctx.run.rundir import prepare_out_dir, results_path
+from kanana_longctx.run.rundir import prepare_out_dir, results_path, row_warnings
 from kanana_longctx.scoring import SCORER_LABELS, outcome_counts
 
 
@@ -61,7 +61,7 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
         loop(ctx)
         summary = summarize(ctx)
         if ctx.first_rank:
-            finished = {p.probe_id for p in probe_set.probes} <= distributed.done_ids(ctx.out_dir)
+            finished = {p.probe_id for p in probe_set.probes} <= distributed.done_ids(ctx.out_dir, ctx.info.to_dict())
             write_run_info(ctx.out_dir, _with_status(ctx.info, "complete" if finished else "incomplete"))
     return summary
 
@@ -146,6 +146,7 @@ def open_run_dir(ctx: RunContext) -> None:
     ctx.done = prepare_out_dir(ctx.out_dir, ctx.info, ctx.options.overwrite, ctx.first_rank)
     if ctx.first_rank:  # before the weights load: what runs here is on disk from the start
         write_run_info(ctx.out_dir, ctx.info)
+        _warn_of_rows(ctx)
     if ctx.rank:
         distributed.barrier()  # no rank starts before rank 0 has cleared an --overwrite
     pending = [p for p in ctx.probe_set.probes if p.probe_id not in ctx.done]
@@ -154,6 +155,15 @@ def open_run_dir(ctx: RunContext) -> None:
     if ctx.data_parallel:
         pending = distributed.shard(pending, ctx.rank.rank, ctx.rank.world)
     ctx.pending = pending
+
+
+def _warn_of_rows(ctx: RunContext) -> None:
+    """Say which rows of the directory resuming ignores (another configuration, repeats of one probe)."""
+    from rich.markup import escape
+
+    for warning in [] if ctx.options.overwrite else row_warnings(ctx.out_dir, ctx.info):
+        ctx.notes.append(warning)
+        ctx.reporter.note(f"[yellow]warning:[/] {escape(warning)}")
 
 
 def load(ctx: RunContext) -> None:
@@ -202,7 +212,8 @@ def loop(ctx: RunContext) -> None:
 
 def summarize(ctx: RunContext) -> RunSummary:
     """Accuracy over every finished probe of the directory, and what this run did."""
-    records, _ = load_results(ctx.out_dir / RESULTS_NAME)
+    path = ctx.out_dir / RESULTS_NAME
+    records = select_rows(load_results(path)[0], ctx.info.to_dict(), path)[0]  # this run's rows, each once
     info, stats, shape = ctx.backend_info, ctx.stats, ctx.backend_info.shape
     return RunSummary(
         out_dir=str(ctx.out_dir),
