@@ -9,8 +9,9 @@ must match it (see `RunInfo.fingerprint`).
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable
 
@@ -138,6 +139,8 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
             obj = json.loads(line)
             if not isinstance(obj, dict):
                 raise ValueError("not an object")
+        except RecursionError:
+            raise ResultsError(f"{path}:{number + 1}: JSON nested too deeply") from None
         except ValueError:
             if number == last:
                 warnings.append(f"{path}: skipped a torn last line (line {number + 1}; an interrupted run?)")
@@ -204,6 +207,9 @@ def load_results(path: Path) -> tuple[list[ResultRecord], list[str]]:
             raise ResultsError(f"{path}: row {index + 1} has a non-numeric length, depth or score") from None
         if not 0.0 <= score <= 1.0:
             raise ResultsError(f"{path}: row {index + 1} has score {score}, outside [0, 1]")
+        if not (math.isfinite(depth) and math.isfinite(score)):
+            raise ResultsError(f"{path}: row {index + 1} has a depth or score that is not a finite number")
+        obj = {k: v for k, v in obj.items() if v is not None}  # null: as if absent
         obj = {**obj, "score": score, "length": length, "depth": depth, **_optional_fields(obj, path, index)}
         obj.setdefault("probe_id", f"L{length}-D{depth:g}")
         for key, default in (("expected", ""), ("output", ""), ("n_tokens", length), ("needle_token_start", 0)):
@@ -212,11 +218,34 @@ def load_results(path: Path) -> tuple[list[ResultRecord], list[str]]:
     return records, warnings
 
 
+_TEXT_FIELDS = ("probe_id", "expected", "output", "form", "lang", "haystack", "task", "outcome")
+_INT_FIELDS = ("n_tokens", "needle_token_start", "needle_token_end", "seed", "new_tokens", "prefill_tokens",
+               "max_new_tokens")
+
+
+def _check_types(obj: dict, path: Path, index: int) -> None:
+    """Every field a row may carry has its type (null counts as absent), so that no later use of a row can fail."""
+    where = f"{path}: row {index + 1}"
+    for key in _TEXT_FIELDS:
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise ResultsError(f"{where} has a non-text {key}")
+    for key in _INT_FIELDS:
+        value = obj.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ResultsError(f"{where} has {key} {json.dumps(value)[:40]}, not a whole number")
+    for key in _TUPLES:
+        value = obj.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ResultsError(f"{where} has a {key} that is not a list of text")
+    if obj.get("seconds") is not None and (isinstance(obj["seconds"], bool) or not isinstance(obj["seconds"], (int, float))):
+        raise ResultsError(f"{where} has non-numeric seconds")
+    if obj.get("extra") is not None and not isinstance(obj["extra"], dict):
+        raise ResultsError(f"{where} has an extra that is not an object")
+
+
 def _optional_fields(obj: dict, path: Path, index: int) -> dict:
     """`task`, `repeat` and `outcome`, checked; rows written before they existed lack them (the defaults apply)."""
-    for key in ("task", "outcome"):
-        if obj.get(key) is not None and not isinstance(obj[key], str):
-            raise ResultsError(f"{path}: row {index + 1} has a non-text {key}")
+    _check_types(obj, path, index)
     repeat = obj.get("repeat")
     if repeat is None:
         repeat = 0
@@ -287,12 +316,40 @@ def write_run_info(run_dir: Path, info: RunInfo) -> None:
     atomic_write_text(Path(run_dir) / RUN_NAME, json.dumps(info.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
+# run.json's fields and the JSON types each may have (a run's own checks and plot's partial reading share them).
+RUN_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "form": (str,), "lang": (str,), "haystack": (str,), "haystack_hash": (str,), "grid": (dict,),
+    "seed": (int,), "yarn": (dict, type(None)), "max_new_tokens": (int,), "attention": (str,), "dtype": (str,),
+    "device": (str,), "gpu_name": (str,), "engine": (str,), "versions": (dict,), "extra": (dict,),
+}
+
+
+def run_field_error(data: dict) -> str:
+    """'' when every field of run.json's object `data` has its type; else the first that does not, in words."""
+    for name, types in RUN_FIELD_TYPES.items():
+        if name in data and (isinstance(data[name], bool) or not isinstance(data[name], types)):
+            return f"'{name}' is {json.dumps(data[name])[:40]}, of the wrong type"
+    return ""
+
+
 def read_run_info(run_dir: Path) -> RunInfo | None:
+    """The directory's run.json (None when there is none); ResultsError, one line, for one that is not JSON, not
+    an object, lacks a field or has one of the wrong type."""
     path = Path(run_dir) / RUN_NAME
     if not path.is_file():
         return None
     try:
-        return RunInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as exc:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except RecursionError:
+        raise ResultsError(f"{path}: not a valid run.json (JSON nested too deeply)") from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ResultsError(f"{path}: not a valid run.json ({exc})") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: not a valid run.json (it holds a JSON {type(data).__name__}, not an object)")
+    wrong = run_field_error(data)
+    missing = [f.name for f in fields(RunInfo) if f.default is MISSING and f.default_factory is MISSING
+               and f.name not in data]
+    if wrong or missing:
+        raise ResultsError(f"{path}: not a valid run.json ({wrong or 'no ' + ', '.join(missing)})")
+    return RunInfo.from_dict(data)
 
