@@ -90,7 +90,7 @@ def _yarn_original_note(options: RunOptions, limits) -> str:
     if options.yarn is not True or options.yarn_original is not None or not limits.yarn:
         return ""
     native = limits.yarn.get("original_max_position_embeddings")
-    return f"--yarn over the model's native context of {native:,} tokens (no --yarn-original given)"
+    return f"--yarn over the model's native context of {native:,} tokens (no --yarn-original given)" if native else ""
 
 
 def preflight(options: RunOptions, longest_length: int, *, tokenizer=None) -> list[str]:
