@@ -78,6 +78,8 @@ def one_error_line(result, fragment: str) -> None:
         (["--seed", "-1"], "--seed must be between 0 and"),
         (["--depth-count", "5000"], "the number of depths must be at most 1000"),
         (["-l", "10000000"], "length 10,000,000 is more than 2,097,152 tokens"),
+        (["-H", "/nonexistent/haystack"], "not found"),
+        (["-m", "/nonexistent/model"], "no such file or directory"),
     ],
 )
 def test_bad_options_are_refused_before_the_tokenizer_loads_and_overwrite_deletes(
