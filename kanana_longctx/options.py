@@ -21,7 +21,7 @@ class RunOptions:
     attn: str = "auto"  # auto | cudnn | fa3 | fa2 | sdpa | eager
     yarn: bool | None = None  # True: apply YaRN in memory; False: force off; None: as the config says
     yarn_factor: float = DEFAULT_FACTOR
-    yarn_original: int = DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS
+    yarn_original: int | None = None  # None: the model's own native context (the runner says which it took)
     yarn_beta_fast: float = DEFAULT_BETA_FAST
     yarn_beta_slow: float = DEFAULT_BETA_SLOW
     engine: str = "auto"  # auto or a name of kanana_longctx.backends.registry (fast: prefix reuse; hf: generate)
@@ -36,11 +36,12 @@ class RunOptions:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def yarn_params(self) -> YarnParams:
-        """The YaRN parameters `--yarn` applies (validated: bad values raise BadInput)."""
+    def yarn_params(self, native: int | None = None) -> YarnParams:
+        """The YaRN parameters `--yarn` applies (validated: bad values raise BadInput), over `yarn_original` or,
+        when that is None, the model's `native` context (the recipe's 32768 when neither is known)."""
         return YarnParams(
             factor=self.yarn_factor,
-            original_max_position_embeddings=self.yarn_original,
+            original_max_position_embeddings=self.yarn_original or native or DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS,
             beta_fast=self.yarn_beta_fast,
             beta_slow=self.yarn_beta_slow,
         )

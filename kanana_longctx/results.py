@@ -9,6 +9,7 @@ must match it (see `RunInfo.fingerprint`).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -137,6 +138,8 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
         try:
             obj = json.loads(line)
             problem = "" if isinstance(obj, dict) else f"{path}: line {number + 1} is {json_kind(obj)}, not an object"
+        except RecursionError:
+            raise ResultsError(f"{path}: line {number + 1}: JSON nested too deeply") from None
         except json.JSONDecodeError as exc:
             problem = json_error_text(path, exc, line=number + 1)
         except ValueError as exc:  # int() refusing a number of thousands of digits
@@ -207,6 +210,9 @@ def load_results(path: Path) -> tuple[list[ResultRecord], list[str]]:
             raise ResultsError(f"{path}: row {index + 1} has a non-numeric length, depth or score") from None
         if not 0.0 <= score <= 1.0:
             raise ResultsError(f"{path}: row {index + 1} has score {score}, outside [0, 1]")
+        if not (math.isfinite(depth) and math.isfinite(score)):
+            raise ResultsError(f"{path}: row {index + 1} has a depth or score that is not a finite number")
+        obj = {k: v for k, v in obj.items() if v is not None}  # null: as if absent
         obj = {**obj, "score": score, "length": length, "depth": depth, **_optional_fields(obj, path, index)}
         obj.setdefault("probe_id", f"L{length}-D{depth:g}")
         for key, default in (("expected", ""), ("output", ""), ("n_tokens", length), ("needle_token_start", 0)):
@@ -215,11 +221,34 @@ def load_results(path: Path) -> tuple[list[ResultRecord], list[str]]:
     return records, warnings
 
 
+_TEXT_FIELDS = ("probe_id", "expected", "output", "form", "lang", "haystack", "task", "outcome")
+_INT_FIELDS = ("n_tokens", "needle_token_start", "needle_token_end", "seed", "new_tokens", "prefill_tokens",
+               "max_new_tokens")
+
+
+def _check_types(obj: dict, path: Path, index: int) -> None:
+    """Every field a row may carry has its type (null counts as absent), so that no later use of a row can fail."""
+    where = f"{path}: row {index + 1}"
+    for key in _TEXT_FIELDS:
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise ResultsError(f"{where} has a non-text {key}")
+    for key in _INT_FIELDS:
+        value = obj.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ResultsError(f"{where} has {key} {json.dumps(value)[:40]}, not a whole number")
+    for key in _TUPLES:
+        value = obj.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ResultsError(f"{where} has a {key} that is not a list of text")
+    if obj.get("seconds") is not None and (isinstance(obj["seconds"], bool) or not isinstance(obj["seconds"], (int, float))):
+        raise ResultsError(f"{where} has non-numeric seconds")
+    if obj.get("extra") is not None and not isinstance(obj["extra"], dict):
+        raise ResultsError(f"{where} has an extra that is not an object")
+
+
 def _optional_fields(obj: dict, path: Path, index: int) -> dict:
     """`task`, `repeat` and `outcome`, checked; rows written before they existed lack them (the defaults apply)."""
-    for key in ("task", "outcome"):
-        if obj.get(key) is not None and not isinstance(obj[key], str):
-            raise ResultsError(f"{path}: row {index + 1} has a non-text {key}")
+    _check_types(obj, path, index)
     repeat = obj.get("repeat")
     if repeat is None:
         repeat = 0
@@ -228,16 +257,94 @@ def _optional_fields(obj: dict, path: Path, index: int) -> dict:
     return {"task": obj.get("task") or "single", "repeat": repeat, "outcome": obj.get("outcome") or ""}
 
 
+def row_mismatch(record: ResultRecord, run: dict) -> str:
+    """'' when `record` could have been written by the run that `run` (a run.json's object, possibly partial)
+    describes; else the first field that says otherwise, in words ("seed 7, not 0"). Fields the run.json lacks,
+    and empty text fields of older rows, are not compared."""
+    grid = run.get("grid") if isinstance(run.get("grid"), dict) else None
+    wanted: list[tuple[str, object, object]] = []
+    if isinstance(run.get("seed"), int):
+        wanted.append(("seed", record.seed, run["seed"]))
+    for name in ("lang", "form", "haystack"):
+        if isinstance(run.get(name), str) and run[name] and getattr(record, name):
+            wanted.append((name, getattr(record, name), run[name]))
+    if grid is not None:
+        wanted.append(("task", record.task, grid.get("task", GRID_DEFAULTS["task"])))
+    budget = run.get("max_new_tokens")
+    if isinstance(budget, int) and budget and record.max_new_tokens:
+        wanted.append(("max_new_tokens", record.max_new_tokens, budget))
+    for name, have, want in wanted:
+        if have != want:
+            return f"{name} {have!r}, not {want!r}"
+    if grid is not None:
+        lengths, depths = grid.get("lengths"), grid.get("depths")
+        if isinstance(lengths, list) and lengths and record.length not in lengths:
+            return f"length {record.length}, not in the grid"
+        if isinstance(depths, list) and depths and all(isinstance(d, (int, float)) for d in depths) and not any(
+            abs(record.depth - d) < 1e-6 for d in depths
+        ):
+            return f"depth {record.depth:g}, not in the grid"
+        repeats = grid.get("repeats")
+        if isinstance(repeats, int) and record.repeat >= repeats:
+            return f"repeat {record.repeat}, past the grid's {repeats}"
+    return ""
+
+
+def select_rows(records: Iterable[ResultRecord], run: dict | None, source: Path) -> tuple[list[ResultRecord], list[str]]:
+    """The rows of `source` that belong to its run: rows of another configuration than run.json's (`run`, None
+    when there is none) and repeated rows of one probe (the first is kept) are dropped, each kind with a warning."""
+    kept: list[ResultRecord] = []
+    seen: set[tuple[str, int]] = set()
+    foreign, first_foreign, duplicates = 0, "", 0
+    for record in records:
+        why = row_mismatch(record, run) if run else ""
+        if why:
+            foreign, first_foreign = foreign + 1, first_foreign or f"{record.probe_id}: {why}"
+            continue
+        key = (record.probe_id, record.repeat)
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        kept.append(record)
+    warnings = []
+    if foreign:
+        warnings.append(f"{source}: ignored {foreign} row(s) of another configuration than run.json's ({first_foreign})")
+    if duplicates:
+        warnings.append(f"{source}: dropped {duplicates} duplicate row(s) of a probe already there (the first kept)")
+    return kept, warnings
+
+
 def write_run_info(run_dir: Path, info: RunInfo) -> None:
     atomic_write_text(Path(run_dir) / RUN_NAME, json.dumps(info.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
+# run.json's fields and the JSON types each may have (a run's own checks and plot's partial reading share them).
+RUN_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "form": (str,), "lang": (str,), "haystack": (str,), "haystack_hash": (str,), "grid": (dict,),
+    "seed": (int,), "yarn": (dict, type(None)), "max_new_tokens": (int,), "attention": (str,), "dtype": (str,),
+    "device": (str,), "gpu_name": (str,), "engine": (str,), "versions": (dict,), "extra": (dict,),
+}
+
+
+def run_field_error(data: dict) -> str:
+    """'' when every field of run.json's object `data` has its type; else the first that does not, in words."""
+    for name, types in RUN_FIELD_TYPES.items():
+        if name in data and (isinstance(data[name], bool) or not isinstance(data[name], types)):
+            return f"'{name}' is {json.dumps(data[name])[:40]}, of the wrong type"
+    return ""
+
+
 def read_run_info(run_dir: Path) -> RunInfo | None:
+    """The directory's run.json (None when there is none); ResultsError, one line, for one that is not JSON, not
+    an object, lacks a field or has one of the wrong type."""
     path = Path(run_dir) / RUN_NAME
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
+    except RecursionError:
+        raise ResultsError(f"{path}: not a valid run.json (JSON nested too deeply)") from None
     except UnicodeDecodeError as exc:
         raise ResultsError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -246,6 +353,9 @@ def read_run_info(run_dir: Path) -> RunInfo | None:
         raise ResultsError(f"{path}: invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ResultsError(f"{path}: not a run.json: it holds {json_kind(data)}, not an object")
+    wrong = run_field_error(data)
+    if wrong:
+        raise ResultsError(f"{path}: not a valid run.json ({wrong})")
     missing = [f.name for f in fields(RunInfo) if f.default is MISSING and f.default_factory is MISSING]
     missing = [name for name in missing if name not in data]
     if missing:

@@ -54,10 +54,9 @@ def test_missing_cells_are_grey_not_failures(tmp_path):
 
 def test_repeated_probes_average_to_the_middle_of_the_scale(tmp_path):
     # Half right, half wrong in every cell -> 5 on the 0-10 bar, i.e. the colormap's yellow middle.
-    run_dir = write_run(tmp_path / "r", SMALL_LENGTHS, SMALL_DEPTHS, repeats=1)
-    extra = write_run(tmp_path / "tmp", SMALL_LENGTHS, SMALL_DEPTHS, score=lambda length, depth: 0.0)
-    with open(run_dir / "results.jsonl", "a", encoding="utf-8") as handle:
-        handle.write((extra / "results.jsonl").read_text(encoding="utf-8"))
+    # (Two repeats with their own probe ids: a second row of one probe id would be dropped as a duplicate.)
+    run_dir = write_run(tmp_path / "r", SMALL_LENGTHS, SMALL_DEPTHS, repeats=2,
+                        per_repeat=lambda length, depth, r: 1.0 if r == 0 else 0.0)
     run = load_run(run_dir)
     rendered = render_readme_figure(run.grid, figure_meta(run), tmp_path / "out" / "x")
     assert near(cell_colour(rendered.paths[0], rendered.panels[0], 3, 4, 1, 1), (0xEB, 0xB8, 0x39), tol=15)

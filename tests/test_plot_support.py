@@ -38,8 +38,9 @@ def write_run(
     per_repeat: Callable[[int, float, int], float] | None = None,
     outcome: Callable[[float], str] | None = None,
 ) -> Path:
-    """Write results.jsonl (+ run.json) with one row per cell and repeat; `skip` leaves cells out (a killed run).
-    `per_repeat(length, depth, r)` scores each repeat and writes its `repeat`; `outcome(score)` its class."""
+    """Write results.jsonl (+ run.json) with one row per cell and repeat, each with its own probe_id and `repeat`
+    as the runner writes them; `skip` leaves cells out (a killed run). `per_repeat(length, depth, r)` scores each
+    repeat; `outcome(score)` gives its class."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -49,11 +50,9 @@ def write_run(
                 continue
             for r in range(repeats):
                 value = per_repeat(length, depth, r) if per_repeat else score(length, depth)
-                row = {"probe_id": f"L{length}-D{depth:g}", "length": length, "depth": depth,
-                       "score": value, "expected": "4711", "output": "4711", "n_tokens": length,
-                       "needle_token_start": 0, "form": form}
-                if per_repeat:
-                    row["repeat"] = r
+                row = {"probe_id": f"L{length}-D{depth:g}" + (f"-R{r}" if r else ""), "length": length,
+                       "depth": depth, "score": value, "expected": "4711", "output": "4711", "n_tokens": length,
+                       "needle_token_start": 0, "form": form, "repeat": r}
                 if outcome:
                     row["outcome"] = outcome(value)
                 lines.append(json.dumps(row))

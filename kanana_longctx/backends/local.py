@@ -77,8 +77,9 @@ def load_config(source: ModelSource, options: RunOptions):
         broken = "" if source.gguf_file else malformed_json(source.directory)  # where transformers only says "invalid"
         first = broken or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelNotFound(f"cannot load a model config from {source.spec}: {first}") from exc
-    if options.yarn is True:
-        set_config_yarn(config, options.yarn_params())
+    if options.yarn is True:  # over the model's own native context unless --yarn-original says otherwise
+        native = (yarn_in_config(config) or {}).get("original_max_position_embeddings")
+        set_config_yarn(config, options.yarn_params(native or getattr(config, "max_position_embeddings", None)))
     elif options.yarn is False:
         set_config_yarn(config, None)
     return config, yarn_in_config(config)
@@ -210,9 +211,13 @@ class LocalModel:
         self.stop_ids: set[int] = set()
 
     def context(self) -> ContextLimits:
+        """The config's limits; before that, the device, dtype and kernel are resolved as `load` will, so that a
+        kernel this machine lacks is refused before the run directory is touched."""
         if self.loaded is not None:
             config, yarn = self.loaded.model.config, yarn_in_config(self.loaded.model.config)
         else:
+            device = pick_device(self.options.device)
+            pick_attention(self.options.attn, device, pick_dtype(self.options.dtype, device))
             config, yarn = load_config(self.request.source, self.options)
         native, maximum = context_limits(config, yarn)
         return ContextLimits(native=native, maximum=maximum, yarn=yarn)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kanana_longctx.errors import BadInput
+from kanana_longctx.limits import MAX_LIMIT, MAX_MEMORY_GIB, MAX_NEW_TOKENS
 from kanana_longctx.run.reporting import NullReporter
 
 
@@ -140,6 +141,17 @@ def _logit_agreement(model, loaded, probes) -> tuple[float, float, str]:
     return max(errs), max(floors), f"{agree}/{len(probes)}"
 
 
+def _check_numbers(request: BenchRequest) -> None:
+    """The request's numbers within their bounds (kanana_longctx.limits), before a tokenizer or model loads."""
+    for value, low, high, flag in (
+        (request.naive_subset, 0, MAX_LIMIT, "--naive-subset"),
+        (request.max_new_tokens, 0, MAX_NEW_TOKENS, "--max-new-tokens"),
+        (request.max_memory_gib, 0, MAX_MEMORY_GIB, "--max-memory"),
+    ):
+        if not low <= value <= high:
+            raise BadInput(f"{flag} must be between {low:,} and {high:,}, got {value!r}")
+
+
 def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     import torch
     import transformers
@@ -161,6 +173,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     from kanana_longctx.yarn.live import yarn_in_config
 
     say = progress or (lambda message: None)
+    _check_numbers(request)
     if request.shape not in SHAPES:
         raise BadInput(f"unknown model shape '{request.shape}' (choose from {', '.join(SHAPES)})")
     device = pick_device(request.device)

@@ -48,7 +48,7 @@ def bench(
     console = Console()
     report = run_bench(
         BenchRequest(
-            shape=shape, preset=preset, lengths=lengths, depths=depths, naive_subset=max(naive_subset, 0),
+            shape=shape, preset=preset, lengths=lengths, depths=depths, naive_subset=naive_subset,
             tokenizer=tokenizer, attn=attn, device=device, max_new_tokens=max_new_tokens,
             max_memory_gib=max_memory,
         ),

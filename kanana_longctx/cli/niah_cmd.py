@@ -24,7 +24,7 @@ from kanana_longctx.cli.errors import debug_enabled, fail, friendly_errors, stde
 from kanana_longctx.cli.next_steps import plot_hint, rerun_hint
 from kanana_longctx.cli.options import RevisionOpt, parse_number
 from kanana_longctx.yarn.params import (
-    DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, DEFAULT_FACTOR, DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS,
+    DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, DEFAULT_FACTOR,
 )
 
 stdout = Console(highlight=False, soft_wrap=True)
@@ -303,7 +303,7 @@ YarnOriginalOpt = Annotated[
     Optional[str],
     typer.Option(
         "--yarn-original",
-        help=f"The trained context length \\[default: {DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS}]",
+        help="The trained context length \\[default: the model's native context]",
         metavar="INT",
         rich_help_panel=_RUN,
         show_default=False,
@@ -478,6 +478,9 @@ def niah(
         engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
         trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit, tp=tp, max_memory_gib=max_memory,
     )
+    from kanana_longctx.run.check import validate_options
+
+    validate_options(run_options, gpus=gpus)  # every name and number, before anything is loaded or written
     if gpus > 1 and tp > 1:
         raise BadInput("--gpus (data parallel) and --tp (model parallel) cannot be combined yet: choose one")
     what = "--out" if out is not None else "run directory"
@@ -487,6 +490,10 @@ def niah(
 
     source = resolve_model(model, revision)
     tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    if not dry_run:  # device, kernel and context from the config, before a single probe is built
+        from kanana_longctx.run.runner import preflight
+
+        preflight(run_options, max(grid.lengths), tokenizer=tokenizer)
     started = time.perf_counter()
     probe_set = build_probe_set(request, tokenizer, haystack=hay)
     task_part = "" if probe_set.task == "single" else f"-{probe_set.task}"
@@ -496,7 +503,10 @@ def niah(
     if dry_run:
         if (out_dir / RESULTS_NAME).exists() and not overwrite:
             raise BadInput(f"{out_dir} already holds a run ({RESULTS_NAME}); use --overwrite or another --out")
-        path = write_prompts(probe_set, out_dir, with_ids=with_ids)
+        from kanana_longctx.run.lock import run_dir_lock
+
+        with run_dir_lock(out_dir, "kanana-longctx niah --dry-run"):  # never beside a run that is writing
+            path = write_prompts(probe_set, out_dir, with_ids=with_ids)
         seconds = time.perf_counter() - started
         stdout.print(_summary_table(summarize(probe_set, param_count), seconds))
         stdout.print(f"wrote {escape(str(path))}")  # outside the table: a path must never be cut short

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from kanana_longctx.errors import BadInput
+from kanana_longctx.limits import MAX_SEED
 from kanana_longctx.plot.compare import Comparison, compare_runs
 from kanana_longctx.plot.fonts import FONT_ENV
 from kanana_longctx.plot.heatmap import FORMATS, CompareText, Extras, render_compare_figure, render_readme_figure
@@ -83,6 +84,8 @@ def _check_options(runs: Sequence[Path], options: PlotOptions) -> None:
         raise BadInput("give at least one RUN (a run directory or a results.jsonl)")
     if not 10 <= options.dpi <= 1000:
         raise BadInput(f"--dpi {options.dpi}: use a value between 10 and 1000 (the README figures are 100)")
+    if not 0 <= options.seed <= MAX_SEED:
+        raise BadInput(f"--seed must be between 0 and {MAX_SEED}, got {options.seed}")
     bad = [f for f in options.formats if f not in FORMATS]
     if bad or not options.formats:
         raise BadInput(f"--format: {', '.join(bad) or 'nothing given'} is not one of {', '.join(FORMATS)}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kanana_longctx.errors import ProbeError
+from kanana_longctx.limits import MAX_LENGTH, MAX_REPEATS, MAX_SEED
 from kanana_longctx.probes.answer import answer_budget
 from kanana_longctx.probes.assemble import nearest
 from kanana_longctx.probes.context import ProbeContext, seed_tag
@@ -29,7 +30,6 @@ from kanana_longctx.probes.template import resolve_form
 from kanana_longctx.probes.tokens import TokenBytes
 
 VERIFY_MODES = ("junctions", "full")
-MAX_REPEATS = 1000
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class ProbeRequest:
         for x in self.lengths:
             if float(x) != int(x) or int(x) < 1:
                 raise ProbeError(f"length {x} is not a positive whole number of tokens")
+            if int(x) > MAX_LENGTH:
+                raise ProbeError(f"length {int(x):,} is more than {MAX_LENGTH:,} tokens")
         for depth in depths:
             if not 0.0 <= depth <= 100.0:
                 raise ProbeError(f"depth {depth:g} is outside 0..100 (percent)")
@@ -84,6 +86,8 @@ class ProbeRequest:
         object.__setattr__(self, "task", task.name)
         if task.keyed and (self.needle is not None or self.question is not None or self.expected is not None):
             raise ProbeError("--needle, --question and --expected work with --task single only")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ProbeError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
         if not 1 <= int(self.repeats) <= MAX_REPEATS:
             raise ProbeError(f"--repeats must be between 1 and {MAX_REPEATS}, got {self.repeats}")
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from kanana_longctx.errors import ProbeError
+from kanana_longctx.limits import MAX_DEPTHS, MAX_LENGTH
 
 README_DEPTHS = 15
 SPACINGS = ("linear", "sigmoid")
@@ -37,6 +38,8 @@ def spaced_depths(count: int, spacing: str = "linear") -> tuple[float, ...]:
     """`count` depths from 0 to 100 inclusive."""
     if count < 1:
         raise ProbeError(f"the number of depths must be at least 1, got {count}")
+    if count > MAX_DEPTHS:
+        raise ProbeError(f"the number of depths must be at most {MAX_DEPTHS}, got {count}")
     if spacing not in SPACINGS:
         raise ProbeError(f"unknown depth spacing '{spacing}' (choose linear or sigmoid)")
     points = linspace(0.0, 100.0, count)
@@ -109,6 +112,8 @@ def parse_lengths(text: str) -> tuple[int, ...]:
     for v in values:
         if v != int(v) or v < 1:
             raise ProbeError(f"length {v:g} is not a positive whole number of tokens")
+        if v > MAX_LENGTH:
+            raise ProbeError(f"length {v:,.0f} is more than {MAX_LENGTH:,} tokens")
     return tuple(sorted({int(v) for v in values}))
 
 

@@ -35,6 +35,7 @@ class RunContext:
     notes: list[str] = field(default_factory=list)  # for the summary
     # open the run directory
     done: set[str] = field(default_factory=set)  # probe_ids already in the directory (resume)
+    complete: bool = False  # every probe already done: the run ends without loading weights (runner.finished)
     pending: list[Probe] = field(default_factory=list)  # what this process runs now
     # load
     backend_info: BackendInfo | None = None

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kanana_longctx.results import RESULTS_NAME, ResultsWriter, load_results
+from kanana_longctx.results import RESULTS_NAME, ResultsWriter, load_results, row_mismatch
 
 # Prefill cost of an n-token probe is ~ n x (1 + n / ATTENTION_CROSSOVER): for an 8B Llama, attention FLOPs
 # (2 n^2 x 4096 x 32) equal the matmul FLOPs (2 x 7e9 x n) at n ~ 53K tokens.
@@ -70,12 +70,13 @@ def rank_files(out_dir: Path) -> list[Path]:
     return sorted(Path(out_dir).glob("results.rank*.jsonl"))
 
 
-def done_ids(out_dir: Path) -> set[str]:
-    """probe_ids finished in results.jsonl or in any leftover rank file (torn last lines ignored)."""
+def done_ids(out_dir: Path, run: dict | None = None) -> set[str]:
+    """probe_ids finished in results.jsonl or in any leftover rank file (torn last lines ignored); with `run` (a
+    run.json's object) only rows of that configuration count (kanana_longctx.results.row_mismatch)."""
     ids: set[str] = set()
     for path in [Path(out_dir) / RESULTS_NAME, *rank_files(out_dir)]:
         if path.exists():
-            ids.update(r.probe_id for r in load_results(path)[0])
+            ids.update(r.probe_id for r in load_results(path)[0] if not (run and row_mismatch(r, run)))
     return ids
 
 

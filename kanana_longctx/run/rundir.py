@@ -2,6 +2,9 @@
 process appends to.
 
 Usage: done = prepare_out_dir(out_dir, info, overwrite=False); path = results_path(out_dir, rank, data_parallel)
+
+A row counts as done only when its own record (seed, language, form, haystack, task, answer budget, grid cell)
+matches the run's configuration: a row of another run that found its way into the file is never taken for ours.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kanana_longctx.errors import ResultsError
-from kanana_longctx.results import RESULTS_NAME, RunInfo, read_run_info
+from kanana_longctx.results import RESULTS_NAME, RunInfo, load_results, read_run_info, select_rows
 from kanana_longctx.run.distributed import RankInfo, done_ids, rank_files, tensor_parallel_file
 
 
@@ -34,7 +37,17 @@ def prepare_out_dir(out_dir: Path, info: RunInfo, overwrite: bool, first_rank: b
         raise ResultsError(
             f"{out_dir} holds a run with a different configuration ({changed}); use --overwrite or another --out"
         )
-    return done_ids(out_dir)  # results.jsonl and rank files a crashed data-parallel run left behind
+    return done_ids(out_dir, info.to_dict())  # results.jsonl and rank files a crashed data-parallel run left behind
+
+
+def row_warnings(out_dir: Path, info: RunInfo) -> list[str]:
+    """What resuming ignores in the directory's result files: rows of another configuration than `info` (their
+    probes run again) and repeated rows of one probe, one warning per kind and file."""
+    warnings: list[str] = []
+    for path in [out_dir / RESULTS_NAME, *rank_files(out_dir)]:
+        if path.exists():
+            warnings += select_rows(load_results(path)[0], info.to_dict(), path)[1]
+    return warnings
 
 
 def results_path(out_dir: Path, rank: RankInfo | None, data_parallel: bool) -> Path:

@@ -76,6 +76,8 @@ def load_json(path: Path) -> object:
         raise ResultsError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise ResultsError(f"{path}: not valid JSON (nested too deeply)") from None
     except json.JSONDecodeError as exc:
         raise ResultsError(json_error_text(path, exc)) from None
 
@@ -96,7 +98,7 @@ def peek_jsonl(path: Path) -> dict | None:
                 if line.strip():
                     obj = json.loads(line)
                     return obj if isinstance(obj, dict) else None
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     return None
 

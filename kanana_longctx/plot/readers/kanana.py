@@ -4,7 +4,9 @@ Usage: [loaded] = read(Path("runs/x"))
 
 The plot needs only what it draws, so `run.json` may hold any subset of its fields (a hand-written
 `{"model": ..., "form": ...}` is enough); what it holds must have the right types. A missing run.json costs a
-warning; a malformed one (not JSON, not an object, a field of the wrong type) is one error line.
+warning; a malformed one (not JSON, not an object, a field of the wrong type) is one error line. Rows that
+run.json's configuration disowns (another seed, language, form, haystack, task, answer budget or grid cell) and
+repeated rows of one probe are dropped with a warning: a heatmap never mixes two runs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from kanana_longctx.errors import ResultsError
 from kanana_longctx.plot.readers.common import Loaded, load_json, peek_jsonl
 from kanana_longctx.plot.scale import kanana_scale
-from kanana_longctx.results import RESULTS_NAME, RUN_NAME, RunInfo, load_results
+from kanana_longctx.results import RESULTS_NAME, RUN_NAME, RunInfo, load_results, select_rows
 
 NAME = "kanana"
 DESCRIPTION = "a kanana-longctx run directory (results.jsonl + run.json) or its results.jsonl"
@@ -65,13 +67,6 @@ def parse_run_info(data: object, path: Path) -> RunInfo:
     return RunInfo(**values)
 
 
-def read_partial_run_info(run_dir: Path) -> RunInfo | None:
-    path = Path(run_dir) / RUN_NAME
-    if not path.is_file():
-        return None
-    return parse_run_info(load_json(path), path)
-
-
 def _results_path(path: Path) -> Path:
     return path / RESULTS_NAME if path.is_dir() else path
 
@@ -109,8 +104,13 @@ def read(path: Path) -> list[Loaded]:
     records, warnings = load_results(source)
     if not records:
         raise ResultsError(f"{source}: no result rows")
-    info = read_partial_run_info(source.parent)
-    warnings = list(warnings)
+    run_json = source.parent / RUN_NAME
+    data = load_json(run_json) if run_json.is_file() else None
+    info = parse_run_info(data, run_json) if data is not None else None
+    records, dropped = select_rows(records, data, source)  # rows of another configuration, repeated probes
+    if not records:
+        raise ResultsError(f"{source}: no result rows of run.json's configuration ({dropped[0]})")
+    warnings = [*warnings, *dropped]
     if info is None:
         warnings.append(f"{source.parent}: no run.json; model name taken from the directory name (or --model-name)")
     scorer = str((info.extra if info is not None else {}).get("scorer") or DEFAULT_SCORER)
