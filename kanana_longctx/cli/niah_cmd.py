@@ -279,7 +279,7 @@ YarnOriginalOpt = Annotated[
 ]
 EngineOpt = Annotated[
     str,
-    typer.Option("--engine", help="auto | fast (prefix reuse) | hf.", rich_help_panel=_RUN),
+    typer.Option("--engine", help="auto | fast (prefix reuse, Llama family) | reuse (prefix reuse, any cache) | hf.", rich_help_panel=_RUN),
 ]
 BatchSizeOpt = Annotated[
     int,
