@@ -270,12 +270,18 @@ YarnOpt = Annotated[
     ),
 ]
 YarnFactorOpt = Annotated[
-    float,
-    typer.Option("--yarn-factor", help="YaRN factor with --yarn.", rich_help_panel=_RUN),
+    Optional[float],
+    typer.Option("--yarn-factor", help="YaRN factor with --yarn \\[default: the recipe's].", rich_help_panel=_RUN),
 ]
 YarnOriginalOpt = Annotated[
-    int,
-    typer.Option("--yarn-original", help="original_max_position_embeddings with --yarn.", rich_help_panel=_RUN),
+    Optional[int],
+    typer.Option("--yarn-original", help="original_max_position_embeddings with --yarn \\[default: the recipe's, "
+                 "or the config's native context].", rich_help_panel=_RUN),
+]
+YarnRecipeOpt = Annotated[
+    str,
+    typer.Option("--yarn-recipe", help="With --yarn: auto (the config's family: kanana-2 for MLA or per-layer-type "
+                 "RoPE, else kanana-1.5) | kanana-1.5 | kanana-2 | custom, as `config --recipe`.", rich_help_panel=_RUN),
 ]
 EngineOpt = Annotated[
     str,
@@ -363,8 +369,9 @@ def niah(
     dtype: DtypeOpt = "auto",
     attn: AttnOpt = "auto",
     yarn: YarnOpt = None,
-    yarn_factor: YarnFactorOpt = DEFAULT_FACTOR,
-    yarn_original: YarnOriginalOpt = DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS,
+    yarn_factor: YarnFactorOpt = None,
+    yarn_original: YarnOriginalOpt = None,
+    yarn_recipe: YarnRecipeOpt = "auto",
     engine: EngineOpt = "auto",
     batch_size: BatchSizeOpt = 0,
     max_new_tokens: MaxNewTokensOpt = 0,
@@ -411,6 +418,10 @@ def niah(
         raise BadInput(f"unknown form '{form}' (choose auto, retform or qaform)")
     resolve_needle(pack, "retform", needle=needle, question=question, expected=expected, answer_prefix=answer_prefix)
     param_count = parse_count(params) if params is not None else None
+    from kanana_longctx.yarn.recipes import RECIPE_NAMES
+
+    if yarn_recipe not in RECIPE_NAMES:
+        raise BadInput(f"--yarn-recipe must be one of {', '.join(RECIPE_NAMES)}; got '{yarn_recipe}'")
     request = ProbeRequest.from_grid(
         grid, haystack=haystack, form=form.strip().lower(), lang=pack.code, seed=seed, needle=needle,
         question=question, expected=expected, answer_prefix=answer_prefix, verify=verify, task=task,
@@ -418,8 +429,11 @@ def niah(
     )
     hay = load_haystack(haystack, pack.code)
     run_options = RunOptions(
-        model=model, revision=revision, device=device, dtype=dtype, attn=attn, yarn=yarn, yarn_factor=yarn_factor,
-        yarn_original=yarn_original, engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        model=model, revision=revision, device=device, dtype=dtype, attn=attn, yarn=yarn,
+        yarn_factor=DEFAULT_FACTOR if yarn_factor is None else yarn_factor, yarn_recipe=yarn_recipe,
+        yarn_original=DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS if yarn_original is None else yarn_original,
+        yarn_given=tuple(k for k, v in (("factor", yarn_factor), ("original", yarn_original)) if v is not None),
+        engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
         trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit, tp=tp, max_memory_gib=max_memory,
     )
     if gpus > 1 and tp > 1:

@@ -16,9 +16,12 @@ from kanana_longctx.probes.spec import ProbeSet
 
 
 def yarn_request(options: RunOptions) -> dict | str:
-    """How YaRN was asked for: explicit parameters, forced off, or as the model's config says."""
+    """How YaRN was asked for: a recipe and the numbers given over it (the rest are the recipe's), forced off, or
+    as the model's config says."""
     if options.yarn is True:
         return {
+            "recipe": options.yarn_recipe,
+            "given": list(options.yarn_numbers()),
             "factor": options.yarn_factor,
             "original_max_position_embeddings": options.yarn_original,
             "beta_fast": options.yarn_beta_fast,
