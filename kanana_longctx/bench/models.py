@@ -44,10 +44,11 @@ class Shape:
     layer_types: tuple[str, ...] = field(default_factory=tuple)
 
 
+# the widths of examples/kanana-2-30b-a3b-like-config.json
 _MLA_30B = dict(
-    hidden=2048, heads=32, kv_heads=32, ffn=6144, vocab=128256, arch="deepseek_v3", experts=128, top_k=8,
-    expert_ffn=768, shared_experts=1, dense_layers=1, kv_lora_rank=512, q_lora_rank=0, qk_nope_head_dim=128,
-    qk_rope_head_dim=64, v_head_dim=128,
+    hidden=2048, heads=32, kv_heads=32, ffn=6144, vocab=128256, rope_theta=1e4, arch="deepseek_v3", experts=128,
+    top_k=6, expert_ffn=768, shared_experts=2, dense_layers=1, kv_lora_rank=512, q_lora_rank=768,
+    qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
 )
 _HYBRID = ("sliding_attention", "sliding_attention", "sliding_attention", "full_attention")
 
