@@ -129,3 +129,28 @@ def test_reuse_equals_the_plain_loop_on_smollm2(smollm2_source, smollm2_tokenize
     records = load_results(tmp_path / "reuse")[0]
     assert all(r.score == 1.0 for r in records), [r.output for r in records]
     assert sum(r.prefill_tokens for r in records) < sum(r.n_tokens for r in records)
+
+
+@pytest.mark.parametrize(("name", "lower_right"), [("tiny", True), ("tiny-mla", True), ("tiny-sliding", False)])
+def test_suffixes_attend_bottom_right_without_a_mask_except_past_a_window(name, lower_right, monkeypatch):
+    """The bottom-right causal call replaces the dense mask for suffixes over the prefix (same logits as the full
+    forward); a sliding-window layer whose keys reach past its window keeps transformers' masked SDPA."""
+    import torch.nn.attention.bias as bias
+
+    from kanana_longctx.kernels.hf_prefix import prefix_attention
+
+    calls = []
+    real = bias.causal_lower_right
+    monkeypatch.setattr(bias, "causal_lower_right", lambda q, kv: calls.append((q, kv)) or real(q, kv))
+    model = _loaded(name).model
+    ids = torch.randint(0, 1000, (400,), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        ref = model(ids[None]).logits[0, -1]
+        with prefix_attention(model) as kernel:
+            assert kernel and model.config._attn_implementation != "sdpa"
+            cache = PrefixCache(model, chunk_tokens=100)
+            cache.extend(ids.tolist(), 0)
+            logits = cache.extend(ids[250:].tolist(), 250, want_logits=True)
+    assert model.config._attn_implementation == "sdpa"  # restored after the run
+    assert torch.allclose(logits, ref, atol=1e-5)
+    assert bool(calls) == lower_right and all(q < kv for q, kv in calls)

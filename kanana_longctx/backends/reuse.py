@@ -7,7 +7,8 @@ The plan is plan.reuse's with one KV row, the one the dry run counts on a CPU (`
 shared haystack stream is computed once up to the deepest needle, probes run deepest needle first, and each cuts
 the cache back to the longest prefix it shares with what the cache holds (the stream, or the previous probe) and
 computes only the rest, then decodes greedily. One sequence at a time: no padding, so outputs are the plain
-loop's (backends.hf) token for token, in float32.
+loop's (backends.hf) token for token, in float32. A suffix attends to the cached prefix through a bottom-right
+causal SDPA call (kernels.hf_prefix) instead of transformers' dense mask, so a GPU runs it on a flash kernel.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kanana_longctx.backends import gpu
 from kanana_longctx.backends.base import GenerationSink, LoopStats, RunJob
 from kanana_longctx.backends.local import LoadedModel, LocalBackend, make_stop
 from kanana_longctx.kernels.choice import sdpa_context
+from kanana_longctx.kernels.hf_prefix import prefix_attention
 from kanana_longctx.options import RunOptions
 from kanana_longctx.plan.flops import ModelShape, planned_flops
 from kanana_longctx.plan.memory import CHUNK_CHOICES
@@ -67,7 +69,9 @@ class ReuseBackend(LocalBackend):
             sink.note(f"reuse engine: {note}")
         seconds = {"prefill": 0.0, "decode": 0.0}
         device = torch.device(loaded.device)
-        with torch.inference_mode(), sdpa_context(loaded.attention, device):
+        with torch.inference_mode(), sdpa_context(loaded.attention, device), prefix_attention(loaded.model) as kernel:
+            if kernel:
+                sink.note(f"reuse engine: {kernel}")
             setup = time.perf_counter() - t_setup
             for batch in batches:
                 for step in batch.steps:
