@@ -90,9 +90,12 @@ class PrefixCache:
         if tokens > self.length:
             raise ValueError(f"cannot crop a cache of {self.length} positions to {tokens}")
         for layer in self.cache.layers:
-            if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
-                layer.keys = layer.keys[..., :tokens, :]
+            keys = getattr(layer, "keys", None)
+            if keys is not None and keys.numel():
+                layer.keys = keys[..., :tokens, :]
                 layer.values = layer.values[..., :tokens, :]
+        if self.length != tokens:  # a cache layout this code does not know: fail rather than reuse the wrong KV
+            raise RuntimeError(f"the cache holds {self.length} positions after cutting it to {tokens}")
 
     def _forward(self, ids, start: int):
         import torch
