@@ -130,11 +130,12 @@ def _our_logits(loaded, probes, engine: str):
         fast = PrefixReusingLlama(loaded, max_tokens=max(p.n_tokens for p in probes) + 1)
         return lambda ids: fast.prefill(ids, 0)
     from kanana_longctx.backends.hfcache import PrefixCache
+    from kanana_longctx.kernels.hf_prefix import prefix_attention
 
     def logits(ids):
         cache = PrefixCache(loaded.model)
         half = len(ids) // 2
-        with torch.inference_mode():
+        with torch.inference_mode(), prefix_attention(loaded.model):
             cache.extend(ids.tolist(), 0)
             return cache.extend(ids[half:].tolist(), half, want_logits=True)
 
