@@ -1,6 +1,6 @@
 """Prefix reuse on the model's own transformers cache: greedy outputs equal the plain loop's (float32, CPU) for
-every architecture family it serves (Llama, Qwen3-MoE, DeepSeek-V3 MLA + MoE, Mistral's sliding window, a
-layer_types hybrid), with needles inside and past the window and prompts in several forwards; `--engine auto`
+every architecture family it serves (Llama, Qwen3-MoE, Mixtral, DeepSeek-V3 MLA + MoE, Mistral's sliding window,
+a Qwen3 layer_types hybrid, Olmo3 with per-layer-type RoPE), with needles inside and past the window and prompts in several forwards; `--engine auto`
 chooses it where the fast engine refuses; the dry run's reuse FLOPs are what it computes."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from kanana_longctx.probes.summary import summarize
 from kanana_longctx.results import load_results
 from kanana_longctx.run.runner import execute
 
-ARCHITECTURES = ("tiny", "tiny-moe", "tiny-mla", "tiny-sliding", "tiny-hybrid")
+ARCHITECTURES = ("tiny", "tiny-moe", "tiny-mixtral", "tiny-mla", "tiny-sliding", "tiny-hybrid", "tiny-olmo3")
 
 
 @pytest.fixture(scope="module")

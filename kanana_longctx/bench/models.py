@@ -4,8 +4,8 @@ Usage: model = random_model("llama-8b", device="cuda", yarn=True); shape_config(
 
 Shapes are ModelArgs-style presets (gpt-fast's `from_name`): what the Kanana family and its peers look like, each
 on the transformers architecture that has its layout (Llama for the dense models, Qwen3-MoE for Kanana 1.5's
-fine-grained MoE, DeepSeek-V3 for Kanana-2's MLA + MoE; Mistral and a Qwen3 layer_types hybrid for the sliding
-window). The "class" shapes match the published sizes (hidden width, heads, head_dim, experts, top-k, native
+fine-grained MoE, DeepSeek-V3 for Kanana-2's MLA + MoE; Mistral, a Qwen3 layer_types hybrid and Olmo3 with
+per-layer-type RoPE, the Kanana-2 small models' layout, for the sliding window; Mixtral for the other MoE layout). The "class" shapes match the published sizes (hidden width, heads, head_dim, experts, top-k, native
 context), not every detail of a checkpoint. `tiny-*` shapes keep each architecture's layout at CPU-test sizes.
 YaRN, where asked, is the recipe the config's family needs (kanana_longctx.yarn.recipes, as `config` writes it).
 """
@@ -27,7 +27,7 @@ class Shape:
     vocab: int
     rope_theta: float = 5e5
     max_position_embeddings: int = 32768
-    arch: str = "llama"  # llama | qwen3_moe | deepseek_v3 | mistral | qwen3
+    arch: str = "llama"  # llama | qwen3_moe | mixtral | deepseek_v3 | mistral | qwen3 | olmo3
     head_dim: int = 0  # 0: hidden // heads
     tied: bool = False
     experts: int = 0  # routed experts per MoE layer (0: dense)
@@ -80,6 +80,11 @@ SHAPES = {
                           sliding_window=128, rope_theta=1e4, max_position_embeddings=4096),
     "tiny-hybrid": Shape(hidden=64, layers=4, heads=4, kv_heads=2, ffn=128, vocab=49152, arch="qwen3", head_dim=16,
                          sliding_window=128, layer_types=_HYBRID, rope_theta=1e4, max_position_embeddings=4096),
+    # the Kanana-2 small models' layout (examples/kanana-2-1.3b-like-config.json): Olmo3 with per-layer-type RoPE
+    "tiny-olmo3": Shape(hidden=64, layers=4, heads=4, kv_heads=2, ffn=128, vocab=49152, arch="olmo3",
+                        sliding_window=128, layer_types=_HYBRID, rope_theta=1e4, max_position_embeddings=4096),
+    "tiny-mixtral": Shape(hidden=64, layers=2, heads=4, kv_heads=2, ffn=32, vocab=49152, arch="mixtral", experts=8,
+                          top_k=2, rope_theta=1e4, max_position_embeddings=4096),
 }
 
 
@@ -96,8 +101,8 @@ def _arch_config(s: Shape):
     import transformers
 
     kw = _common(s)
-    if s.head_dim and s.arch != "deepseek_v3":
-        kw["head_dim"] = s.head_dim
+    if s.arch != "deepseek_v3":  # explicit: Mixtral's config keeps head_dim None, which its YaRN cannot read
+        kw["head_dim"] = s.head_dim or s.hidden // s.heads
     if s.arch == "llama":
         return transformers.LlamaConfig(**kw)
     if s.arch == "mistral":
@@ -108,6 +113,10 @@ def _arch_config(s: Shape):
     if s.arch == "qwen3_moe":
         return transformers.Qwen3MoeConfig(num_experts=s.experts, num_experts_per_tok=s.top_k,
                                            moe_intermediate_size=s.expert_ffn, norm_topk_prob=True, **kw)
+    if s.arch == "mixtral":  # intermediate_size is one expert's width
+        return transformers.MixtralConfig(num_local_experts=s.experts, num_experts_per_tok=s.top_k, **kw)
+    if s.arch == "olmo3":
+        return transformers.Olmo3Config(sliding_window=s.sliding_window, layer_types=list(s.layer_types), **kw)
     if s.arch == "deepseek_v3":
         return transformers.DeepseekV3Config(
             n_routed_experts=s.experts, num_experts_per_tok=s.top_k, moe_intermediate_size=s.expert_ffn,
@@ -126,7 +135,11 @@ def shape_config(name: str, *, yarn: bool):
         raise BadInput(f"unknown model shape '{name}' (choose from {', '.join(SHAPES)})")
     s = SHAPES[name]
     config = _arch_config(s)
-    set_config_rope(config, {"rope_type": "default", "rope_theta": s.rope_theta})
+    plain = {"rope_type": "default", "rope_theta": s.rope_theta}
+    if s.arch == "olmo3":  # per-layer-type blocks (transformers 5's nested form)
+        config.rope_parameters = {t: dict(plain) for t in dict.fromkeys(s.layer_types)}
+    else:
+        set_config_rope(config, plain)
     if yarn:
         apply_recipe(config)
     return config
