@@ -199,7 +199,9 @@ def _setup(request: BenchRequest, say):
     say(f"bf16 matmul rate: {peak:.0f} TFLOP/s")
     t = time.perf_counter()
     model = random_model(request.shape, device=device, dtype=dtype, yarn=True)
-    say(f"built the random {request.shape} model ({type(model).__name__}) in {time.perf_counter() - t:.1f} s")
+    experts = getattr(model.config, "_experts_implementation", None) if getattr(model.config, "num_experts_per_tok", 0) else None
+    say(f"built the random {request.shape} model ({type(model).__name__}"
+        + (f", experts: {experts}" if experts else "") + f") in {time.perf_counter() - t:.1f} s")
     if model.config.vocab_size < len(tokenizer):
         raise BadInput(f"the tokenizer has {len(tokenizer)} tokens, more than the model's {model.config.vocab_size}")
     loaded = finish_loaded(model, device, dtype, attention, yarn_in_config(model.config))
