@@ -20,10 +20,12 @@ class RunOptions:
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     attn: str = "auto"  # auto | cudnn | fa3 | fa2 | sdpa | eager
     yarn: bool | None = None  # True: apply YaRN in memory; False: force off; None: as the config says
+    yarn_recipe: str = "auto"  # with yarn=True: the recipe (kanana_longctx.yarn.recipes); auto: the config's family's
     yarn_factor: float = DEFAULT_FACTOR
     yarn_original: int | None = None  # None: the model's own native context (the runner says which it took)
     yarn_beta_fast: float = DEFAULT_BETA_FAST
     yarn_beta_slow: float = DEFAULT_BETA_SLOW
+    yarn_given: tuple[str, ...] = ()  # numbers given explicitly (factor, original, beta_fast, beta_slow)
     engine: str = "auto"  # auto or a name of kanana_longctx.backends.registry (fast: prefix reuse; hf: generate)
     batch_size: int = 0  # 0: pick from free memory
     max_new_tokens: int = 0  # 0: derived from the expected answer's length
@@ -35,6 +37,15 @@ class RunOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def yarn_numbers(self) -> dict:
+        """The YaRN numbers that override the recipe's: those named in `yarn_given` and any that differ from the
+        defaults (a caller that set `yarn_factor=2.0` meant it)."""
+        values = {"factor": self.yarn_factor, "original": self.yarn_original,
+                  "beta_fast": self.yarn_beta_fast, "beta_slow": self.yarn_beta_slow}
+        defaults = {"factor": DEFAULT_FACTOR, "original": DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS,
+                    "beta_fast": DEFAULT_BETA_FAST, "beta_slow": DEFAULT_BETA_SLOW}
+        return {k: v for k, v in values.items() if k in self.yarn_given or v != defaults[k]}
 
     def yarn_params(self, native: int | None = None) -> YarnParams:
         """The YaRN parameters `--yarn` applies (validated: bad values raise BadInput), over `yarn_original` or,

@@ -103,8 +103,8 @@ def test_a_fixed_context_is_a_hard_limit(echo_registered, smollm2_tokenizer, tmp
 
 
 def test_engine_names_come_from_the_registry(echo_registered):
-    assert registry.engine_choices() == ("auto", "fast", "hf", "echo")
-    with pytest.raises(BadInput, match="unknown engine 'fastest' .*auto, fast, hf, echo"):
+    assert registry.engine_choices() == ("auto", "fast", "reuse", "hf", "echo")
+    with pytest.raises(BadInput, match="unknown engine 'fastest' .*auto, fast, reuse, hf, echo"):
         open_backend(registry.BackendRequest(RunOptions(engine="fastest"), None, None))
     named = open_backend(registry.BackendRequest(RunOptions(engine="echo"), None, None))
     assert isinstance(named, EchoBackend)
@@ -118,7 +118,12 @@ def test_auto_picks_the_first_local_backend_that_supports_the_model(tiny, smollm
     options = RunOptions(max_new_tokens=2)
     fast = execute(probe_set, options, tmp_path / "fast", tokenizer=smollm2_tokenizer, loaded=loaded)
     assert fast.backend.engine == "fast" and not fast.notes
+    from kanana_longctx.backends.reuse import ReuseBackend
+
     monkeypatch.setattr(FastBackend, "supports", staticmethod(lambda loaded, options: (False, "not this one")))
+    reuse = execute(probe_set, options, tmp_path / "reuse", tokenizer=smollm2_tokenizer, loaded=loaded)
+    assert reuse.backend.engine == "reuse" and reuse.notes == ("prefix reuse on the transformers cache: not this one",)
+    monkeypatch.setattr(ReuseBackend, "supports", staticmethod(lambda loaded, options: (False, "nor this")))
     plain = execute(probe_set, options, tmp_path / "hf", tokenizer=smollm2_tokenizer, loaded=loaded)
     assert plain.backend.engine == "hf" and plain.notes == ("plain transformers loop: not this one",)
     assert json.loads((tmp_path / "hf" / "run.json").read_text())["engine"] == "hf"

@@ -37,3 +37,36 @@ def test_unknown_shape_is_one_line_and_no_json(tmp_path):
     assert result.stderr.startswith("error: ") and "unknown model shape 'llama-1t'" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_the_moe_shape_compares_reuse_with_the_plain_loop_on_the_subset(tmp_path, smollm2_source):
+    """--subset-only: ours (prefix reuse on the model's cache: the fast engine does not take MoE) and the naive
+    loop on the same spread probes; the report's grid is that subset."""
+    out = tmp_path / "bench.json"
+    args = ["bench", "--shape", "tiny-moe", "--lengths", "300,600", "--depths", "0,50,100", "--naive-subset", "4",
+            "--subset-only", "--tokenizer", "smollm2", "--json", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["engine"] == "reuse" and report["attention"] == "sdpa"
+    assert (report["grid"], report["probes"], report["naive_probes"]) == ("custom subset", 4, 4)
+    assert report["ours_s"] == report["ours_subset_s"] > 0 and report["naive_s"] > 0
+    assert 0 < report["ours_computed_flops"] < report["flops"]
+    assert report["logits_rel_err_ours"] < 1e-4 and report["argmax_agree"] == "3/3"
+    assert "naive loop, 4-probe subset" in result.stdout and "ours (reuse), custom subset" in result.stdout
+
+
+def test_the_mla_shape_runs_the_whole_grid_with_reuse(tmp_path, smollm2_source):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--shape", "tiny-mla", "--lengths", "300,600", "--depths", "0,100", "--naive-subset", "0",
+            "--tokenizer", "smollm2", "--json", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert (report["engine"], report["probes"], report["naive_probes"]) == ("reuse", 4, 0)
+    assert report["ours_s"] > 0 and report["logits_rel_err_ours"] < 1e-4
+
+
+def test_subset_only_without_a_subset_is_one_line(tmp_path):
+    result = runner.invoke(app, ["bench", "--shape", "tiny", "--naive-subset", "0", "--subset-only"])
+    assert result.exit_code == 2 and "--subset-only needs --naive-subset" in result.stderr

@@ -197,3 +197,23 @@ def test_live_key_splits_match_float64_attention_with_junk_in_freed_memory(rows,
         )
         assert _rel(got[r : r + 1], ref) < 1e-5, f"live keys, row {r} ({length} live keys)"
         assert _rel(masked[r : r + 1], ref) < 1e-5, f"masked, row {r} ({length} live keys)"
+
+
+@pytest.mark.parametrize("name", ["tiny-moe", "tiny-mla", "tiny-hybrid"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_reuse_on_cuda_gives_the_full_forwards_logits(name, dtype):
+    """The reuse engine's suffix over a cached prefix on the GPU kernels (bottom-right causal SDPA) against one
+    full forward of transformers' own."""
+    from kanana_longctx.backends.hfcache import PrefixCache
+    from kanana_longctx.bench.models import random_model
+    from kanana_longctx.kernels.hf_prefix import prefix_attention
+
+    model = random_model(name, device="cuda", dtype=dtype, yarn=False)
+    ids = torch.randint(0, 1000, (600,), device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+    with torch.inference_mode():
+        ref = model(ids[None]).logits[0, -1].float()
+        with prefix_attention(model):
+            cache = PrefixCache(model, chunk_tokens=256)
+            cache.extend(ids.tolist(), 0)
+            logits = cache.extend(ids[300:].tolist(), 300, want_logits=True)
+    assert _rel(logits, ref) < (1e-4 if dtype == "float32" else 5e-2)

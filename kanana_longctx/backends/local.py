@@ -6,8 +6,9 @@ Usage: model = LocalModel(request); model.context(); loaded = model.load()
        loaded = load_model(resolve_model("smollm2"), RunOptions(device="cpu"))
 
 The device, dtype and attention kernel come from kanana_longctx.kernels.choice and are recorded in `LoadedModel`;
-YaRN is applied in memory to the config before the weights load, with the same parameters `kanana-longctx config
---yarn` writes (kanana_longctx.yarn.live), and read back from the built rotary embedding. Torch and transformers
+YaRN is applied in memory to the config before the weights load, the recipe of the config's family with the
+same blocks `kanana-longctx config --yarn` writes (kanana_longctx.yarn.live, .recipes), and read back from the
+built rotary embedding. Torch and transformers
 are imported inside functions only.
 """
 
@@ -28,7 +29,7 @@ from kanana_longctx.options import RunOptions
 from kanana_longctx.plan.flops import ModelShape
 from kanana_longctx.probes.spec import Probe
 from kanana_longctx.tokenizer import quiet_transformers
-from kanana_longctx.yarn.live import context_limits, rotary_attention_factor, set_config_yarn, yarn_in_config
+from kanana_longctx.yarn.live import apply_recipe, context_limits, remove_yarn, rotary_attention_factor, yarn_in_config
 
 
 @dataclass
@@ -64,8 +65,9 @@ def _quiet_gguf_progress():
         gguf_utils.tqdm = original
 
 
-def load_config(source: ModelSource, options: RunOptions):
-    """Load the transformers config (no weights) and apply or remove YaRN in memory as asked."""
+def load_config(source: ModelSource, options: RunOptions, notes: list[str] | None = None):
+    """Load the transformers config (no weights) and apply or remove YaRN in memory as asked (`notes` gets the
+    recipe chosen and why)."""
     from transformers import AutoConfig
 
     quiet_transformers()
@@ -77,11 +79,12 @@ def load_config(source: ModelSource, options: RunOptions):
         broken = "" if source.gguf_file else malformed_json(source.directory)  # where transformers only says "invalid"
         first = broken or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelNotFound(f"cannot load a model config from {source.spec}: {first}") from exc
-    if options.yarn is True:  # over the model's own native context unless --yarn-original says otherwise
-        native = (yarn_in_config(config) or {}).get("original_max_position_embeddings")
-        set_config_yarn(config, options.yarn_params(native or getattr(config, "max_position_embeddings", None)))
+    if options.yarn is True:
+        recipe = apply_recipe(config, options.yarn_recipe, **options.yarn_numbers())
+        if notes is not None:
+            notes.extend([f"YaRN {recipe.describe()}", *recipe.notes])
     elif options.yarn is False:
-        set_config_yarn(config, None)
+        remove_yarn(config)
     return config, yarn_in_config(config)
 
 
@@ -121,7 +124,8 @@ def load_model(source: ModelSource, options: RunOptions) -> LoadedModel:
     device = pick_device(options.device)
     dtype = pick_dtype(options.dtype, device)
     attention = pick_attention(options.attn, device, dtype)
-    config, yarn = load_config(source, options)
+    yarn_notes: list[str] = []
+    config, yarn = load_config(source, options, yarn_notes)
     torch_dtype = getattr(torch, dtype)
     parallel, parallel_note = model_parallel_kwargs(config, options)
     try:
@@ -141,6 +145,7 @@ def load_model(source: ModelSource, options: RunOptions) -> LoadedModel:
     if not parallel:  # a sharded model is already where transformers/accelerate put it
         model = model.to(device=device, dtype=torch_dtype)
     loaded = finish_loaded(model.eval(), device, dtype, attention, yarn)
+    loaded.notes.extend(yarn_notes)
     if parallel_note:
         loaded.notes.append(parallel_note)
     return loaded

@@ -1,7 +1,7 @@
 """Which backend runs a probe set: one table from `--engine` names to the classes that implement them (pure: a
 backend module is imported only when it is chosen).
 
-Usage: backend = open_backend(BackendRequest(options, source, tokenizer))  # options.engine: auto | fast | hf
+Usage: backend = open_backend(BackendRequest(options, source, tokenizer))  # options.engine: auto | fast | reuse | hf
 
 Adding a backend is one module and one line here. The module defines a class with the methods of
 `kanana_longctx.backends.base.Backend`; the line names it:
@@ -30,6 +30,7 @@ class BackendEntry:
 
 BACKENDS: dict[str, BackendEntry] = {
     "fast": BackendEntry("kanana_longctx.backends.fast:FastBackend"),
+    "reuse": BackendEntry("kanana_longctx.backends.reuse:ReuseBackend"),
     "hf": BackendEntry("kanana_longctx.backends.hf:PlainBackend"),
 }
 

@@ -39,6 +39,8 @@ class BenchRequest:
     max_new_tokens: int = 0
     check_logits: int = 3  # probes whose last-token logits are compared with transformers
     max_memory_gib: float = 0.0  # our runner's GPU memory cap (RunOptions.max_memory_gib); 0: none
+    subset_only: bool = False  # time ours and the naive loop on the subset only (the report's grid is the subset)
+    engine: str = "auto"  # our runner's --engine (auto: fast where it applies, else reuse)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class BenchReport:
     ours_subset_s: float
     speedup: float
     peak_memory_gib: float
+    naive_peak_memory_gib: float
     kv_rows: int
     chunk_tokens: int
     max_memory_gib: float  # the cap our runner planned under (0: none)
@@ -97,35 +100,61 @@ def spread_subset(probes, count: int):
     return [ordered[round(i * step)] for i in range(count)]
 
 
-def _naive_loop(loaded, probes, max_new_tokens: int, pad_id: int) -> float:
-    """One `generate` per probe, default SDPA, the full prompt every time: what the usual HF scripts do."""
+def _naive_loop(loaded, probes, max_new_tokens: int, pad_id: int) -> tuple[float, float]:
+    """One `generate` per probe, default SDPA, the full prompt every time: what the usual HF scripts do. Returns
+    its seconds and peak GPU memory (GiB)."""
     import torch
 
+    from kanana_longctx.backends import gpu
     from kanana_longctx.backends.hf import generate_batch
 
     naive = dataclasses.replace(loaded, attention="sdpa")  # no backend preference: SDPA's own choice
-    cuda = loaded.device == "cuda"
-    torch.cuda.synchronize() if cuda else None
+    gpu.reset_peak(loaded.device)
+    gpu.synchronize(loaded.device)
     t = time.perf_counter()
     for p in probes:  # no stop ids: every call decodes max_new_tokens, like a script without EOS handling
         generate_batch(naive, [p.input_ids], max_new_tokens=max_new_tokens, stop_ids=set(), pad_id=pad_id)
-    torch.cuda.synchronize() if cuda else None
-    return time.perf_counter() - t
+    gpu.synchronize(loaded.device)
+    seconds = time.perf_counter() - t
+    torch.cuda.empty_cache() if loaded.device == "cuda" else None
+    return seconds, gpu.peak_memory_gib(loaded.device)
 
 
-def _logit_agreement(model, loaded, probes) -> tuple[float, float, str]:
-    """Our fast forward vs transformers (sdpa) on a few probes; transformers eager vs sdpa is the bf16 noise floor."""
+def _our_logits(loaded, probes, engine: str):
+    """`logits(ids)`: the last position's logits as our engine computes them: the fast forward, or (reuse) the
+    model's own forward over a cached first half, cut back and extended as a probe's suffix is."""
     import torch
 
     from kanana_longctx.fastpath.llama import PrefixReusingLlama
 
+    if engine == "fast":
+        fast = PrefixReusingLlama(loaded, max_tokens=max(p.n_tokens for p in probes) + 1)
+        return lambda ids: fast.prefill(ids, 0)
+    from kanana_longctx.backends.hfcache import PrefixCache
+    from kanana_longctx.kernels.hf_prefix import prefix_attention
+
+    def logits(ids):
+        cache = PrefixCache(loaded.model)
+        half = len(ids) // 2
+        with torch.inference_mode(), prefix_attention(loaded.model):
+            cache.extend(ids.tolist(), 0)
+            return cache.extend(ids[half:].tolist(), half, want_logits=True)
+
+    return logits
+
+
+def _logit_agreement(model, loaded, probes, engine: str) -> tuple[float, float, str]:
+    """Our engine vs transformers (sdpa) on a few probes; transformers eager vs sdpa is the bf16 noise floor."""
+    import torch
+
     if not probes:
         return 0.0, 0.0, "0/0"
     errs, floors, agree = [], [], 0
-    fast = PrefixReusingLlama(loaded, max_tokens=max(p.n_tokens for p in probes) + 1)
+    ours_of = _our_logits(loaded, probes, engine)
+    device = next(model.parameters()).device
     for p in probes:
-        ids = torch.tensor(list(p.input_ids), device=fast.device)
-        ours = fast.prefill(ids, 0)
+        ids = torch.tensor(list(p.input_ids), device=device)
+        ours = ours_of(ids)
         with torch.inference_mode():
             model.config._attn_implementation = "sdpa"
             ref = model(ids[None], logits_to_keep=1).logits[0, -1].float()
@@ -137,7 +166,7 @@ def _logit_agreement(model, loaded, probes) -> tuple[float, float, str]:
         errs.append(float((ours - ref).norm() / ref.norm()))
         floors.append(float((eager - ref).norm() / ref.norm()))
         agree += int(int(ours.argmax()) == int(ref.argmax()))
-    del fast
+    del ours_of
     return max(errs), max(floors), f"{agree}/{len(probes)}"
 
 
@@ -152,33 +181,24 @@ def _check_numbers(request: BenchRequest) -> None:
             raise BadInput(f"{flag} must be between {low:,} and {high:,}, got {value!r}")
 
 
-def run_bench(request: BenchRequest, progress=None) -> BenchReport:
-    import torch
-    import transformers
-
-    from kanana_longctx import __version__
-    from kanana_longctx.bench.models import SHAPES, random_model
-    from kanana_longctx.hub import resolve_model
-    from kanana_longctx.probes.build import ProbeRequest, build_probe_set
-    from kanana_longctx.probes.grid import resolve_grid
+def _setup(request: BenchRequest, say):
+    """The probes, the measured matmul rate and the random model: (probe_set, grid name, peak, loaded, tokenizer)."""
     from kanana_longctx.backends.gpu import measure_matmul_tflops
     from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.bench.models import SHAPES, random_model
+    from kanana_longctx.hub import resolve_model
     from kanana_longctx.kernels.choice import pick_attention, pick_device
-    from kanana_longctx.options import RunOptions
-    from kanana_longctx.plan.flops import ModelShape, prefill_flops
-    from kanana_longctx.plan.memory import kv_rows_text
-    from kanana_longctx.run.check import default_max_new_tokens
-    from kanana_longctx.run.runner import execute
+    from kanana_longctx.probes.build import ProbeRequest, build_probe_set
+    from kanana_longctx.probes.grid import resolve_grid
     from kanana_longctx.tokenizer import load_tokenizer
     from kanana_longctx.yarn.live import yarn_in_config
 
-    say = progress or (lambda message: None)
     _check_numbers(request)
     if request.shape not in SHAPES:
         raise BadInput(f"unknown model shape '{request.shape}' (choose from {', '.join(SHAPES)})")
     device = pick_device(request.device)
-    if device != "cuda" and request.shape != "tiny":
-        raise BadInput("the benchmark needs CUDA for real shapes (use --shape tiny for a CPU smoke run)")
+    if device != "cuda" and not request.shape.startswith("tiny"):
+        raise BadInput("the benchmark needs CUDA for real shapes (use a tiny-* shape for a CPU smoke run)")
     dtype = "bfloat16" if device == "cuda" else "float32"
     attention = pick_attention(request.attn, device)
     tokenizer = load_tokenizer(resolve_model(request.tokenizer))
@@ -190,49 +210,78 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     say(f"built {len(probe_set.probes)} probes in {time.perf_counter() - t:.1f} s")
     peak = measure_matmul_tflops() if device == "cuda" else 0.0
     say(f"bf16 matmul rate: {peak:.0f} TFLOP/s")
+    t = time.perf_counter()
     model = random_model(request.shape, device=device, dtype=dtype, yarn=True)
+    experts = getattr(model.config, "_experts_implementation", None) if getattr(model.config, "num_experts_per_tok", 0) else None
+    say(f"built the random {request.shape} model ({type(model).__name__}"
+        + (f", experts: {experts}" if experts else "") + f") in {time.perf_counter() - t:.1f} s")
     if model.config.vocab_size < len(tokenizer):
         raise BadInput(f"the tokenizer has {len(tokenizer)} tokens, more than the model's {model.config.vocab_size}")
     loaded = finish_loaded(model, device, dtype, attention, yarn_in_config(model.config))
-    shape = ModelShape.from_config(model.config)
+    return probe_set, grid.name, peak, loaded, tokenizer
+
+
+def _say_ours(say, what: str, ran, t_peak: float) -> None:
+    from kanana_longctx.plan.memory import kv_rows_text
+
+    ratio = f" = {ran.wall_seconds / t_peak:.2f} x T_peak" if t_peak else ""
+    say(f"ours ({ran.backend.engine}) on {what}: {ran.wall_seconds:.1f} s{ratio}, peak {ran.peak_memory_gib:.1f} GiB "
+        f"({kv_rows_text(ran.kv_rows)}, {ran.chunk_tokens}-token chunks), computed {ran.computed_flops:.3e} of "
+        f"{ran.effective_flops:.3e} FLOPs; prefill {ran.prefill_seconds:.1f} s ({ran.prefill_tflops:.0f} TFLOP/s on "
+        f"computed), decode {ran.decode_seconds:.1f} s, setup {ran.setup_seconds:.1f} s")
+
+
+def run_bench(request: BenchRequest, progress=None) -> BenchReport:
+    """Ours on the whole grid (unless `subset_only`), ours and the naive loop on the spread subset, the logits
+    check; one report. With `subset_only` the report's grid, probes, FLOPs and T_peak are the subset's."""
+    import torch
+    import transformers
+
+    from kanana_longctx import __version__
+    from kanana_longctx.options import RunOptions
+    from kanana_longctx.plan.flops import ModelShape, prefill_flops
+    from kanana_longctx.run.check import default_max_new_tokens
+    from kanana_longctx.run.runner import execute
+
+    say = progress or (lambda message: None)
+    if request.subset_only and not request.naive_subset:
+        raise BadInput("--subset-only needs --naive-subset N (the probes to time)")
+    probe_set, grid_name, peak, loaded, tokenizer = _setup(request, say)
+    subset = spread_subset(probe_set.probes, request.naive_subset) if request.naive_subset else []
+    if request.subset_only:
+        probe_set, grid_name = dataclasses.replace(probe_set, probes=tuple(subset)), f"{grid_name} subset"
+    shape = ModelShape.from_config(loaded.model.config)
     flops = sum(prefill_flops(shape, p.n_tokens) for p in probe_set.probes)
     max_new = request.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
-    options = RunOptions(model=f"random:{request.shape}", max_new_tokens=max_new, max_memory_gib=request.max_memory_gib)
-
+    options = RunOptions(model=f"random:{request.shape}", max_new_tokens=max_new, max_memory_gib=request.max_memory_gib,
+                         engine=request.engine)
     t_peak = flops / (peak * 1e12) if peak else 0.0
+    notes = _NotesReporter(say)
     with tempfile.TemporaryDirectory() as tmp:
-        say(f"our runner on the whole grid ({flops:.3e} FLOPs without reuse, T_peak {t_peak:.1f} s) ...")
-        notes = _NotesReporter(say)
+        say(f"our runner on {grid_name} ({len(probe_set.probes)} probes, {flops:.3e} FLOPs without reuse, T_peak "
+            f"{t_peak:.1f} s) ...")
         ours = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer, reporter=notes)
-        say(f"ours: {ours.wall_seconds:.1f} s = {ours.wall_seconds / t_peak if t_peak else 0:.2f} x T_peak, "
-            f"peak {ours.peak_memory_gib:.1f} GiB ({kv_rows_text(ours.kv_rows)}, {ours.chunk_tokens}-token chunks), "
-            f"computed {ours.computed_flops:.3e} FLOPs; prefill {ours.prefill_seconds:.1f} s "
-            f"({ours.prefill_tflops:.0f} TFLOP/s on computed), decode {ours.decode_seconds:.1f} s, "
-            f"setup {ours.setup_seconds:.1f} s")
-        subset = spread_subset(probe_set.probes, request.naive_subset) if request.naive_subset else []
-        ours_sub = None
-        if subset:
+        _say_ours(say, grid_name, ours, t_peak)
+        ours_sub = ours if request.subset_only else None
+        if subset and ours_sub is None:
             sub_set = dataclasses.replace(probe_set, probes=tuple(subset))
             ours_sub = execute(sub_set, options, Path(tmp) / "subset", loaded=loaded, tokenizer=tokenizer, reporter=notes)
-            say(f"ours on the {len(subset)}-probe subset: {ours_sub.wall_seconds:.1f} s (setup "
-                f"{ours_sub.setup_seconds:.1f} s, prefill {ours_sub.prefill_seconds:.1f} s, decode "
-                f"{ours_sub.decode_seconds:.1f} s; computed {ours_sub.computed_flops:.3e} of "
-                f"{ours_sub.effective_flops:.3e} FLOPs)")
-    naive = 0.0
+            _say_ours(say, f"the {len(subset)}-probe subset", ours_sub, 0.0)
+    naive, naive_peak = 0.0, 0.0
     if subset:
         say(f"naive loop on the same {len(subset)} probes ...")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        naive = _naive_loop(loaded, subset, max_new, pad)
-        say(f"naive: {naive:.1f} s ({naive / ours_sub.wall_seconds:.1f}x ours)")
+        naive, naive_peak = _naive_loop(loaded, subset, max_new, pad)
+        say(f"naive: {naive:.1f} s ({naive / ours_sub.wall_seconds:.2f}x ours), peak {naive_peak:.1f} GiB")
     pool = subset or list(probe_set.probes)
     # <= 8K tokens: the eager reference materialises heads x L x L scores (at 16K it ran out: docs/performance.md)
     check = [p for p in pool if p.n_tokens <= 8192][-request.check_logits :] if request.check_logits else []
     gc.collect()
-    if device == "cuda":
+    if loaded.device == "cuda":
         torch.cuda.empty_cache()
-    err, floor, agree = _logit_agreement(model, loaded, check)
+    err, floor, agree = _logit_agreement(loaded.model, loaded, check, ours.backend.engine)
     return BenchReport(
-        grid=grid.name,
+        grid=grid_name,
         probes=len(probe_set.probes),
         prompt_tokens=sum(p.n_tokens for p in probe_set.probes),
         flops=flops,
@@ -249,12 +298,13 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
         ours_subset_s=ours_sub.wall_seconds if ours_sub else 0.0,
         speedup=naive / ours_sub.wall_seconds if ours_sub and ours_sub.wall_seconds else 0.0,
         peak_memory_gib=ours.peak_memory_gib,
+        naive_peak_memory_gib=naive_peak,
         kv_rows=ours.kv_rows,
         chunk_tokens=ours.chunk_tokens,
         max_memory_gib=request.max_memory_gib,
-        attention=attention,
+        attention=loaded.attention,
         engine=ours.backend.engine,
-        gpu=loaded.gpu_name or device,
+        gpu=loaded.gpu_name or loaded.device,
         shape=request.shape,
         max_new_tokens=max_new,
         logits_rel_err_ours=err,

@@ -16,14 +16,25 @@ EPILOG = """Examples:
 
   kanana-longctx bench --preset readme-128k --naive-subset 0 --max-memory 50
 
+  kanana-longctx bench --shape kanana-2.1b --naive-subset 0 --max-memory 50
+
+  kanana-longctx bench --shape kanana-moe-a3b --naive-subset 64 --subset-only
+
   kanana-longctx bench --shape tiny --device cpu --lengths 256,512   [dim]# CPU[/]
+
+Shapes: llama-8b, llama-32b, kanana-2.1b (Llama, head_dim 128 over hidden
+1792, tied embeddings), kanana-moe-a3b (Qwen3-MoE, 64 experts, top-8),
+kanana-2-a3b (DeepSeek-V3 MLA + MoE, 30B-A3B class, 61 GB in bf16),
+kanana-2-a3b-12l (its per-layer shapes at 12 layers); tiny, tiny-2.1b,
+tiny-moe, tiny-mla, tiny-sliding, tiny-hybrid for CPU runs. --subset-only
+times prefix reuse against the plain loop on the same spread probes.
 """
 
 
 @app.command("bench", epilog=EPILOG)
 @friendly_errors
 def bench(
-    shape: Annotated[str, typer.Option("--shape", help="Random-weight model shape: llama-8b, llama-32b, tiny.")] = "llama-8b",
+    shape: Annotated[str, typer.Option("--shape", help="Random-weight model shape (the list below).")] = "llama-8b",
     preset: Annotated[str, typer.Option("--preset", "-p", help="Grid preset: quick, readme-32k, readme-128k.")] = "readme-32k",
     lengths: Annotated[Optional[str], typer.Option("--lengths", help="Custom lengths (overrides the preset).")] = None,
     depths: Annotated[Optional[str], typer.Option("--depths", help="Custom depths in percent.")] = None,
@@ -37,6 +48,10 @@ def bench(
         typer.Option("--max-memory", min=0.0, metavar="GIB", help="GiB our runner may plan to take, weights included (0: its own "
                      "share of the card); 50 plans an H200 like an 80 GB H100."),
     ] = 0.0,
+    subset_only: Annotated[
+        bool, typer.Option("--subset-only", help="Time ours and the naive loop on the --naive-subset probes only.")
+    ] = False,
+    engine: Annotated[str, typer.Option("--engine", help="Our runner's engine: auto | fast | reuse | hf.")] = "auto",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the table as JSON here.")] = None,
 ) -> None:
     """Benchmark a README grid on a random-weight model: our runner vs one `generate` per probe."""
@@ -50,7 +65,7 @@ def bench(
         BenchRequest(
             shape=shape, preset=preset, lengths=lengths, depths=depths, naive_subset=naive_subset,
             tokenizer=tokenizer, attn=attn, device=device, max_new_tokens=max_new_tokens,
-            max_memory_gib=max_memory,
+            max_memory_gib=max_memory, subset_only=subset_only, engine=engine,
         ),
         progress=lambda message: console.print(f"[dim]{message}[/]"),
     )
@@ -63,14 +78,15 @@ def bench(
         ("prefill FLOPs (no reuse)", f"{report.flops:.3e}"),
         ("measured bf16 matmul", f"{report.matmul_tflops:.0f} TFLOP/s"),
         ("T_peak", f"{report.t_peak_s:.1f} s"),
-        ("ours, whole grid", f"{report.ours_s:.1f} s = {report.ours_vs_t_peak:.2f} x T_peak"),
+        (f"ours ({report.engine}), {report.grid}", f"{report.ours_s:.1f} s = {report.ours_vs_t_peak:.2f} x T_peak"),
         ("ours: computed FLOPs, prefill, decode", f"{report.ours_computed_flops:.3e}, {report.ours_prefill_s:.1f} s ("
          f"{report.ours_prefill_tflops:.0f} TFLOP/s), {report.ours_decode_s:.1f} s"),
         ("ours: setup before the first probe", f"{report.ours_setup_s:.1f} s"),
         (f"naive loop, {report.naive_probes}-probe subset", f"{report.naive_s:.1f} s"),
         ("ours, same subset", f"{report.ours_subset_s:.1f} s (speed-up {report.speedup:.1f}x)"),
         ("peak GPU memory", f"{report.peak_memory_gib:.1f} GiB"
-         + (f" (capped at {report.max_memory_gib:g} GiB)" if report.max_memory_gib else "")),
+         + (f" (capped at {report.max_memory_gib:g} GiB)" if report.max_memory_gib else "")
+         + (f"; naive loop {report.naive_peak_memory_gib:.1f} GiB" if report.naive_probes else "")),
         ("KV rows x prefill chunk", f"{report.kv_rows} x {report.chunk_tokens} tokens"),
         ("attention / engine", f"{report.attention} / {report.engine}"),
         ("max new tokens", str(report.max_new_tokens)),

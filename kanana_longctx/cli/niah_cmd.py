@@ -23,9 +23,6 @@ from kanana_longctx.cli import app
 from kanana_longctx.cli.errors import debug_enabled, fail, friendly_errors, stderr
 from kanana_longctx.cli.next_steps import plot_hint, rerun_hint
 from kanana_longctx.cli.options import RevisionOpt, parse_number
-from kanana_longctx.yarn.params import (
-    DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, DEFAULT_FACTOR,
-)
 
 stdout = Console(highlight=False, soft_wrap=True)
 
@@ -291,11 +288,11 @@ YarnOpt = Annotated[
     ),
 ]
 # The YaRN numbers under the names `config` uses (kanana_longctx.cli.options), read as text and converted with
-# parse_number: "--yarn-factor abc" is one line and exit 2. None: the Kanana 1.5 recipe's value.
+# parse_number: "--yarn-factor abc" is one line and exit 2. None: the recipe's value (--yarn-recipe).
 YarnFactorOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--yarn-factor", help=f"YaRN factor \\[default: {DEFAULT_FACTOR:g}]", metavar="FLOAT", rich_help_panel=_RUN,
+        "--yarn-factor", help="YaRN factor \\[default: the recipe's]", metavar="FLOAT", rich_help_panel=_RUN,
         show_default=False,
     ),
 ]
@@ -312,20 +309,28 @@ YarnOriginalOpt = Annotated[
 YarnBetaFastOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--yarn-beta-fast", help=f"YaRN beta_fast \\[default: {DEFAULT_BETA_FAST:g}]", metavar="FLOAT",
+        "--yarn-beta-fast", help="YaRN beta_fast \\[default: the recipe's]", metavar="FLOAT",
         rich_help_panel=_RUN, show_default=False,
     ),
 ]
 YarnBetaSlowOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--yarn-beta-slow", help=f"YaRN beta_slow \\[default: {DEFAULT_BETA_SLOW:g}]", metavar="FLOAT",
+        "--yarn-beta-slow", help="YaRN beta_slow \\[default: the recipe's]", metavar="FLOAT",
         rich_help_panel=_RUN, show_default=False,
     ),
 ]
+YarnRecipeOpt = Annotated[
+    str,
+    typer.Option("--yarn-recipe", help="With --yarn: auto (the config's family: kanana-2 for MLA or per-layer-type "
+                 "RoPE, else kanana-1.5) | kanana-1.5 | kanana-2 | custom, as `config --recipe`.", rich_help_panel=_RUN),
+]
 EngineOpt = Annotated[
     str,
-    typer.Option("--engine", help="auto | fast (prefix reuse) | hf.", rich_help_panel=_RUN),
+    typer.Option(
+        "--engine", help="auto | fast (prefix reuse, Llama family) | reuse (prefix reuse, any cache) | hf.",
+        rich_help_panel=_RUN,
+    ),
 ]
 BatchSizeOpt = Annotated[
     int,
@@ -415,6 +420,7 @@ def niah(
     yarn_original: YarnOriginalOpt = None,
     yarn_beta_fast: YarnBetaFastOpt = None,
     yarn_beta_slow: YarnBetaSlowOpt = None,
+    yarn_recipe: YarnRecipeOpt = "auto",
     engine: EngineOpt = "auto",
     batch_size: BatchSizeOpt = 0,
     max_new_tokens: MaxNewTokensOpt = 0,
@@ -466,6 +472,10 @@ def niah(
         raise BadInput(f"unknown form '{form}' (choose auto, retform or qaform)")
     resolve_needle(pack, "retform", needle=needle, question=question, expected=expected, answer_prefix=answer_prefix)
     param_count = parse_count(params) if params is not None else None
+    from kanana_longctx.yarn.recipes import RECIPE_NAMES
+
+    if yarn_recipe not in RECIPE_NAMES:
+        raise BadInput(f"--yarn-recipe must be one of {', '.join(RECIPE_NAMES)}; got '{yarn_recipe}'")
     request = ProbeRequest.from_grid(
         grid, haystack=haystack, form=form.strip().lower(), lang=pack.code, seed=seed, needle=needle,
         question=question, expected=expected, answer_prefix=answer_prefix, verify=verify, task=task,
@@ -475,6 +485,7 @@ def niah(
     yarn_numbers = _yarn_numbers(yarn, yarn_factor, yarn_original, yarn_beta_fast, yarn_beta_slow)
     run_options = RunOptions(
         model=model, revision=revision, device=device, dtype=dtype, attn=attn, yarn=yarn, **yarn_numbers,
+        yarn_recipe=yarn_recipe, yarn_given=tuple(name.removeprefix("yarn_") for name in yarn_numbers),
         engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
         trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit, tp=tp, max_memory_gib=max_memory,
     )

@@ -3,7 +3,9 @@
 Usage: shape = ModelShape.from_config(config); planned_flops(shape, plan_reuse(ids, shared, rows), lengths)
 
 Per probe of L tokens: 2 x non-embedding parameters x L (matmuls) + 2 x L^2 x hidden x layers (causal attention:
-QK^T and PV, each L^2/2 x hidden x 2 FLOPs per layer); docs/performance.md uses the same convention. The runner's
+QK^T and PV, each L^2/2 x hidden x 2 FLOPs per layer); docs/performance.md uses the same convention. For a
+mixture of experts the parameters are those a token runs (its top-k experts, the shared ones, the router), for MLA
+the latent projections, and the attention width heads x (qk + v head dims) / 2. The runner's
 computed FLOPs and the dry run's "with prefix reuse" both come from `planned_flops`, over the same plan.
 """
 
@@ -30,13 +32,21 @@ class ModelShape:
     @classmethod
     def from_dims(cls, dims: ModelDims) -> "ModelShape":
         hidden, heads, kv, head_dim = dims.hidden, dims.heads, dims.kv_heads, dims.head_dim
-        attn = hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2
-        mlp = 3 * hidden * dims.ffn
+        if dims.kv_lora_rank:
+            qkv, out = _mla_params(dims), heads * dims.v_head_dim * hidden
+        else:
+            qkv, out = hidden * (heads + 2 * kv) * head_dim, hidden * heads * head_dim
+        dense = 3 * hidden * dims.ffn
+        if dims.experts:
+            moe = 3 * hidden * (dims.top_k * dims.expert_ffn + dims.shared_ffn) + hidden * dims.experts
+            mlp = dims.dense_layers * dense + (dims.layers - dims.dense_layers) * moe
+        else:
+            mlp = dims.layers * dense
         return cls(
-            non_embedding_params=float(dims.layers * (attn + mlp)),
+            non_embedding_params=float(dims.layers * (qkv + out) + mlp),
             hidden=heads * head_dim,
             layers=dims.layers,
-            qkv_params=float(hidden * (heads + 2 * kv) * head_dim),
+            qkv_params=float(qkv),
         )
 
     @classmethod
@@ -44,6 +54,19 @@ class ModelShape:
         """Matmuls only, from a parameter count (the dry run's `--params`): 2 x params FLOPs per token, no
         attention term, nothing trimmed."""
         return cls(non_embedding_params=float(params), hidden=0, layers=0)
+
+
+def _mla_params(dims: ModelDims) -> int:
+    """One MLA layer's projections before attention: queries (through their latent where there is one), the KV
+    latent with the shared rope key, and the latent's expansion to every head's nope key and value."""
+    hidden, heads = dims.hidden, dims.heads
+    if dims.q_lora_rank:
+        q = hidden * dims.q_lora_rank + dims.q_lora_rank * heads * dims.qk_head_dim
+    else:
+        q = hidden * heads * dims.qk_head_dim
+    kv_a = hidden * (dims.kv_lora_rank + dims.qk_rope_head_dim)
+    kv_b = dims.kv_lora_rank * heads * (dims.qk_head_dim - dims.qk_rope_head_dim + dims.v_head_dim)
+    return q + kv_a + kv_b
 
 
 def prefill_flops(shape: ModelShape, length: int) -> float:

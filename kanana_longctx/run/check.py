@@ -63,11 +63,12 @@ def validate_options(options: RunOptions, *, gpus: int = 0) -> None:
 
 
 def yarn_request(options: RunOptions) -> dict | str:
-    """How YaRN was asked for: explicit parameters, forced off, or as the model's config says."""
-    if options.yarn_original is not None:
-        _bounded(options.yarn_original, 1, MAX_LENGTH, "--yarn-original")
+    """How YaRN was asked for: a recipe and the numbers given over it (the rest are the recipe's), forced off, or
+    as the model's config says."""
     if options.yarn is True:
         return {
+            "recipe": options.yarn_recipe,
+            "given": list(options.yarn_numbers()),
             "factor": options.yarn_factor,
             "original_max_position_embeddings": options.yarn_original,  # None: the model's native (runner fills)
             "beta_fast": options.yarn_beta_fast,

@@ -1,0 +1,156 @@
+"""Prefix reuse on the model's own transformers cache: greedy outputs equal the plain loop's (float32, CPU) for
+every architecture family it serves (Llama, Qwen3-MoE, Mixtral, DeepSeek-V3 MLA + MoE, Mistral's sliding window,
+a Qwen3 layer_types hybrid, Olmo3 with per-layer-type RoPE), with needles inside and past the window and prompts in several forwards; `--engine auto`
+chooses it where the fast engine refuses; the dry run's reuse FLOPs are what it computes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from kanana_longctx.backends import reuse
+from kanana_longctx.backends.hfcache import PrefixCache, supports_reuse
+from kanana_longctx.backends.local import finish_loaded
+from kanana_longctx.bench.models import random_model
+from kanana_longctx.options import RunOptions
+from kanana_longctx.plan.flops import ModelShape
+from kanana_longctx.probes.build import ProbeRequest, build_probe_set
+from kanana_longctx.probes.summary import summarize
+from kanana_longctx.results import load_results
+from kanana_longctx.run.runner import execute
+
+ARCHITECTURES = ("tiny", "tiny-moe", "tiny-mixtral", "tiny-mla", "tiny-sliding", "tiny-hybrid", "tiny-olmo3")
+
+
+@pytest.fixture(scope="module")
+def probe_set(smollm2_tokenizer):
+    """Lengths 300 and 700 at depths 0/50/100: with a 128-token window the question at the end sees the needle of
+    depth 100 inside the window and the others past it; the 700-token probes need several 128-token forwards."""
+    request = ProbeRequest(lengths=(300, 700), depths=(0, 50, 100), haystack="noise", form="qaform")
+    return build_probe_set(request, smollm2_tokenizer)
+
+
+def _loaded(name: str):
+    model = random_model(name, device="cpu", dtype="float32", yarn=False)
+    return finish_loaded(model, "cpu", "float32", "sdpa", None)
+
+
+def _outputs(path) -> dict:
+    return {r.probe_id: (r.output, r.new_tokens) for r in load_results(path)[0]}
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_reuse_outputs_are_the_plain_loops(name, probe_set, smollm2_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(reuse, "chunk_tokens_for", lambda device: 128)
+    loaded = _loaded(name)
+    options = RunOptions(max_new_tokens=6)
+    ours = execute(probe_set, dataclasses.replace(options, engine="reuse"), tmp_path / "reuse", loaded=loaded,
+                   tokenizer=smollm2_tokenizer)
+    plain = execute(probe_set, dataclasses.replace(options, engine="hf"), tmp_path / "hf", loaded=loaded,
+                    tokenizer=smollm2_tokenizer)
+    assert ours.backend.engine == "reuse" and plain.backend.engine == "hf"
+    assert _outputs(tmp_path / "reuse") == _outputs(tmp_path / "hf")
+    assert len(_outputs(tmp_path / "reuse")) == len(probe_set.probes)
+    records = load_results(tmp_path / "reuse")[0]
+    assert any(r.prefill_tokens < r.n_tokens for r in records)  # the prefix really was reused
+    assert 0 < ours.computed_flops < plain.computed_flops
+    assert ours.prefill_seconds > 0 and ours.decode_seconds > 0 and ours.kv_rows == 1
+
+
+def test_the_window_matters_and_a_prefix_longer_than_it_is_reused_exactly():
+    """The sliding window changes the logits of a probe longer than it (so the equality above is not the full
+    attention's), and a prefix longer than the window, cut back from a longer one, gives the full forward's
+    logits."""
+    windowed = _loaded("tiny-sliding").model
+    full = random_model("tiny-sliding", device="cpu", dtype="float32", yarn=False)
+    full.config.sliding_window = None
+    ids = torch.randint(0, 1000, (400,), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = windowed(ids[None]).logits[0, -1]
+        assert (ref - full(ids[None]).logits[0, -1]).abs().max() > 1e-3
+        cache = PrefixCache(windowed, chunk_tokens=100)
+        cache.extend(ids.tolist(), 0)  # 400 cached positions, then back to 300 (both past the 128-token window)
+        logits = cache.extend(ids[300:].tolist(), 300, want_logits=True)
+    assert torch.allclose(logits, ref, atol=1e-5)
+
+
+def test_auto_chooses_reuse_where_the_fast_engine_refuses(probe_set, smollm2_tokenizer, tmp_path):
+    small = dataclasses.replace(probe_set, probes=probe_set.probes[:2])
+    options = RunOptions(max_new_tokens=2)
+    for name, engine in (("tiny", "fast"), ("tiny-moe", "reuse"), ("tiny-sliding", "reuse"), ("tiny-mla", "reuse")):
+        ran = execute(small, options, tmp_path / name, loaded=_loaded(name), tokenizer=smollm2_tokenizer)
+        assert ran.backend.engine == engine, name
+        if engine == "reuse":  # and the run says why the fast engine did not run it
+            assert any(n.startswith("prefix reuse on the transformers cache: ") for n in ran.backend.notes), name
+
+
+def test_the_dry_runs_reuse_flops_are_what_reuse_computes(probe_set, smollm2_tokenizer, tmp_path):
+    loaded = _loaded("tiny-moe")
+    ran = execute(probe_set, RunOptions(engine="reuse", max_new_tokens=2), tmp_path, loaded=loaded,
+                  tokenizer=smollm2_tokenizer)
+    dry = summarize(probe_set, shape=ModelShape.from_config(loaded.model.config), rows=1)
+    assert dry.reuse_flops == ran.computed_flops and dry.flops == ran.effective_flops
+
+
+def test_caches_that_cannot_be_cut_back_are_refused(monkeypatch):
+    from transformers import cache_utils
+
+    model = _loaded("tiny").model
+    assert supports_reuse(model) == (True, "")
+
+    class LinearAttentionLayer(cache_utils.DynamicLayer):
+        pass
+
+    real = cache_utils.DynamicCache
+
+    def odd_cache(config=None, **kwargs):
+        cache = real(config=config, **kwargs)
+        cache.layers = [LinearAttentionLayer() for _ in cache.layers] or [LinearAttentionLayer()]
+        return cache
+
+    monkeypatch.setattr(cache_utils, "DynamicCache", odd_cache)
+    ok, why = supports_reuse(model)
+    assert not ok and "LinearAttentionLayer" in why
+
+
+@pytest.mark.slow
+def test_reuse_equals_the_plain_loop_on_smollm2(smollm2_source, smollm2_tokenizer, tmp_path):
+    """The real model: the same greedy answers, needles found, and the deeper needles computed less."""
+    from kanana_longctx.backends.local import load_model
+
+    loaded = load_model(smollm2_source, RunOptions(device="cpu"))
+    request = ProbeRequest(lengths=(500, 1500), depths=(0, 50, 100), haystack="noise", form="qaform")
+    probes = build_probe_set(request, smollm2_tokenizer)
+    execute(probes, RunOptions(engine="reuse"), tmp_path / "reuse", loaded=loaded, tokenizer=smollm2_tokenizer)
+    execute(probes, RunOptions(engine="hf"), tmp_path / "hf", loaded=loaded, tokenizer=smollm2_tokenizer)
+    assert _outputs(tmp_path / "reuse") == _outputs(tmp_path / "hf")
+    records = load_results(tmp_path / "reuse")[0]
+    assert all(r.score == 1.0 for r in records), [r.output for r in records]
+    assert sum(r.prefill_tokens for r in records) < sum(r.n_tokens for r in records)
+
+
+@pytest.mark.parametrize(("name", "lower_right"), [("tiny", True), ("tiny-mla", True), ("tiny-sliding", False)])
+def test_suffixes_attend_bottom_right_without_a_mask_except_past_a_window(name, lower_right, monkeypatch):
+    """The bottom-right causal call replaces the dense mask for suffixes over the prefix (same logits as the full
+    forward); a sliding-window layer whose keys reach past its window keeps transformers' masked SDPA."""
+    import torch.nn.attention.bias as bias
+
+    from kanana_longctx.kernels.hf_prefix import prefix_attention
+
+    calls = []
+    real = bias.causal_lower_right
+    monkeypatch.setattr(bias, "causal_lower_right", lambda q, kv: calls.append((q, kv)) or real(q, kv))
+    model = _loaded(name).model
+    ids = torch.randint(0, 1000, (400,), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        ref = model(ids[None]).logits[0, -1]
+        with prefix_attention(model) as kernel:
+            assert kernel and model.config._attn_implementation != "sdpa"
+            cache = PrefixCache(model, chunk_tokens=100)
+            cache.extend(ids.tolist(), 0)
+            logits = cache.extend(ids[250:].tolist(), 250, want_logits=True)
+    assert model.config._attn_implementation == "sdpa"  # restored after the run
+    assert torch.allclose(logits, ref, atol=1e-5)
+    assert bool(calls) == lower_right and all(q < kv for q, kv in calls)
