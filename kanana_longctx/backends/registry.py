@@ -31,6 +31,7 @@ class BackendEntry:
 BACKENDS: dict[str, BackendEntry] = {
     "fast": BackendEntry("kanana_longctx.backends.fast:FastBackend"),
     "hf": BackendEntry("kanana_longctx.backends.hf:PlainBackend"),
+    "endpoint": BackendEntry("kanana_longctx.backends.endpoint:EndpointBackend", local=False),
 }
 
 

@@ -20,6 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from kanana_longctx.cli import app
+from kanana_longctx.cli.endpoint_options import (
+    ApiKeyEnvOpt, ConcurrencyOpt, EndpointOpt, PrefixOrderOpt, ServedModelOpt, endpoint_checks, model_given,
+)
 from kanana_longctx.cli.errors import friendly_errors, stderr
 from kanana_longctx.cli.options import RevisionOpt
 from kanana_longctx.yarn.params import DEFAULT_FACTOR, DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS
@@ -333,6 +336,7 @@ TpOpt = Annotated[
 @app.command("niah")
 @friendly_errors
 def niah(
+    ctx: typer.Context,
     model: ModelOpt = "smollm2",
     revision: RevisionOpt = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -373,6 +377,11 @@ def niah(
     gpus: GpusOpt = 0,
     tp: TpOpt = 0,
     max_memory: MaxMemoryOpt = 0.0,
+    endpoint: EndpointOpt = None,
+    served_model: ServedModelOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    prefix_order: PrefixOrderOpt = True,
 ) -> None:
     """Needle-in-a-haystack probes of exactly LENGTH tokens in the model's own tokenizer, English or Korean.
 
@@ -392,6 +401,8 @@ def niah(
       kanana-longctx niah --task multikey --distractors 5 --repeats 3 --preset readme-32k --dry-run
 
       kanana-longctx niah -m kakaocorp/kanana-1.5-8b-instruct-2505 --preset readme-128k --yarn --out runs/k8b-128k
+
+      kanana-longctx niah -m kakaocorp/kanana-1.5-8b-instruct-2505 --endpoint http://127.0.0.1:8000/v1 --yarn --out runs/served
     """
     from kanana_longctx.errors import BadInput
     from kanana_longctx.hub import resolve_model
@@ -417,11 +428,21 @@ def niah(
         distractors=distractors, values=values, queries=queries, repeats=repeats,
     )
     hay = load_haystack(haystack, pack.code)
+    endpoint_checks(ctx, endpoint, concurrency=concurrency)
     run_options = RunOptions(
         model=model, revision=revision, device=device, dtype=dtype, attn=attn, yarn=yarn, yarn_factor=yarn_factor,
         yarn_original=yarn_original, engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
         trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit, tp=tp, max_memory_gib=max_memory,
+        endpoint=endpoint or "", served_model=served_model, api_key_env=api_key_env or "",
+        concurrency=concurrency or 0, prefix_order=prefix_order,
     )
+    if endpoint and not model_given(ctx):  # the probes need the served model's tokenizer
+        from dataclasses import replace
+
+        from kanana_longctx.backends.endpoint import served_tokenizer_model
+
+        model = served_tokenizer_model(run_options)
+        run_options = replace(run_options, model=model)
     if gpus > 1 and tp > 1:
         raise BadInput("--gpus (data parallel) and --tp (model parallel) cannot be combined yet: choose one")
     if out is not None and out.exists() and not out.is_dir():
