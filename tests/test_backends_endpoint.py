@@ -239,6 +239,28 @@ def test_cli_endpoint_run_then_plot(serve, probe_set, tmp_path):
     result = _niah("-m", "smollm2", "--endpoint", URL, "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "engine endpoint" in result.output and "prefix cache" in result.output
-    plotted = CliRunner().invoke(app, ["plot", str(out), "--out", str(tmp_path / "fig.png")])
+    plotted = CliRunner().invoke(app, ["plot", str(out), "--out", str(tmp_path / "plots")])
     assert plotted.exit_code == 0, plotted.output
-    assert (tmp_path / "fig.png").stat().st_size > 0
+    assert [p.stat().st_size > 0 for p in (tmp_path / "plots").glob("*.png")] == [True]
+
+
+def test_cli_a_server_error_is_one_line_and_keeps_what_finished(serve, probe_set, tmp_path):
+    serve(FakeLlamaServer(probe_set.probes, fail_at=2, fail_status=503))
+    out = tmp_path / "run"
+    result = _niah("-m", "smollm2", "--endpoint", URL, "--concurrency", "1", "--out", str(out))
+    _one_error_line(result, "HTTP 503 (after 3 tries): slot crashed (1 of 2 probes had finished and were kept)")
+    assert len(load_results(out)[0]) == 1 and read_run_info(out).engine == "endpoint"
+
+
+def test_yarn_declared_for_the_server_is_recorded_as_served_and_keeps_runs_apart(serve, probe_set,
+                                                                                 smollm2_tokenizer, tmp_path):
+    from kanana_longctx.errors import ResultsError
+
+    serve(FakeLlamaServer(probe_set.probes))
+    declared = RunOptions(endpoint=URL, yarn=True, yarn_factor=2.0, yarn_original=8192, limit=1)
+    execute(probe_set, declared, tmp_path, tokenizer=smollm2_tokenizer)
+    info = read_run_info(tmp_path)
+    assert info.yarn == {"factor": 2.0, "original_max_position_embeddings": 8192, "as_served": True}
+    assert info.extra["endpoint"]["yarn"].startswith("as served: declared with --yarn")
+    with pytest.raises(ResultsError, match="different configuration .yarn"):  # a server without YaRN: another run
+        execute(probe_set, RunOptions(endpoint=URL, limit=1), tmp_path, tokenizer=smollm2_tokenizer)

@@ -17,6 +17,7 @@ retform answer ends at its first line break after some content (cut locally, as 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Sequence
 
 from kanana_longctx.backends.base import (
@@ -74,22 +75,34 @@ def stop_ids(tokenizer) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-def serving_hints_for(options, source) -> list:
+def model_config(options, source):
+    """(the transformers config of `-m`, the YaRN it carries) for the hints and run.json; (None, None) where it
+    cannot be read (the probes need only the tokenizer)."""
+    from kanana_longctx.backends.local import load_config
+    from kanana_longctx.errors import KananaError
+
+    try:
+        return load_config(source, replace(options, yarn=None))
+    except (KananaError, ValueError, OSError):
+        return None, None
+
+
+def serving_hints_for(options, config) -> list:
     """What `config --check` prints for this model (kanana_longctx.yarn.serving), for the pre-flight's advice:
     with the declared --yarn numbers, else the recipe `config --yarn` would choose for the model's config; none
-    where the config cannot be read."""
+    where there is no config to choose from."""
     from kanana_longctx.errors import KananaError
     from kanana_longctx.yarn.serving import serving_hints
 
     try:
         if options.yarn:
             params = options.yarn_params()
-        else:
-            from kanana_longctx.backends.local import load_config
+        elif config is not None:
             from kanana_longctx.yarn.recipes import recipe_for
 
-            config, _ = load_config(source, options)
             params = recipe_for(config.to_dict()).params
+        else:
+            return []
     except (KananaError, ValueError, TypeError, AttributeError):
         return []
     return serving_hints(options.model, params)
@@ -128,9 +141,9 @@ class EndpointBackend:
         from kanana_longctx.endpoint import discover
 
         self.info = discover(self.config, self.options.served_model, transport=self.transport)
-        if self.request.source is not None:
-            self.hints = serving_hints_for(self.options, self.request.source)
-        return ContextLimits(maximum=self.info.context or 0, fixed=True)
+        config, yarn = model_config(self.options, self.request.source) if self.request.source else (None, None)
+        self.hints = serving_hints_for(self.options, config)
+        return ContextLimits(maximum=self.info.context or 0, yarn=yarn, fixed=True)
 
     def preflight(self, longest_prompt: int, max_new_tokens: int) -> str:
         """The engine's own rule for the longest probe and its answer (raises ContextTooSmall: nothing was sent)."""

@@ -16,7 +16,11 @@ from kanana_longctx.probes.spec import ProbeSet
 
 
 def yarn_request(options: RunOptions) -> dict | str:
-    """How YaRN was asked for: explicit parameters, forced off, or as the model's config says."""
+    """How YaRN was asked for: explicit parameters, forced off, or as the model's config says. Against an endpoint
+    the server applies YaRN and `--yarn` declares what it was launched with: only the numbers the flags give."""
+    if options.yarn is True and options.endpoint:
+        return {"factor": options.yarn_factor, "original_max_position_embeddings": options.yarn_original,
+                "as_served": True}
     if options.yarn is True:
         return {
             "factor": options.yarn_factor,
