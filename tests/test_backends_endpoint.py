@@ -264,3 +264,14 @@ def test_yarn_declared_for_the_server_is_recorded_as_served_and_keeps_runs_apart
     assert info.extra["endpoint"]["yarn"].startswith("as served: declared with --yarn")
     with pytest.raises(ResultsError, match="different configuration .yarn"):  # a server without YaRN: another run
         execute(probe_set, RunOptions(endpoint=URL, limit=1), tmp_path, tokenizer=smollm2_tokenizer)
+
+
+def test_without_m_the_served_models_own_path_is_the_tokenizer(serve, probe_set, smollm2_source, tmp_path):
+    gguf = str(smollm2_source.directory / smollm2_source.gguf_file)
+    serve(FakeLlamaServer(probe_set.probes, model=gguf))  # llama-server lists the GGUF it was started with
+    out = tmp_path / "run"
+    result = _niah("--endpoint", URL, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    info = read_run_info(out)
+    assert info.model == gguf and info.extra["endpoint"]["served_model"] == gguf
+    assert [r.score for r in load_results(out)[0]] == [1.0, 1.0]  # the probes the server knows: the same tokenizer
