@@ -108,13 +108,15 @@ def serving_hints_for(options, config) -> list:
     return serving_hints(options.model, params)
 
 
-def yarn_as_served(options) -> str:
+def yarn_as_served(options, config_yarn: dict | None = None) -> str:
     """How run.json's YaRN came about: the server applies YaRN, the client only records what it was told."""
     if options.yarn is True:
         return "as served: declared with --yarn (the server's launch flags or config must match)"
     if options.yarn is False:
         return "as served: declared off with --no-yarn"
-    return "as served: as the model config (-m) says"
+    if config_yarn:
+        return f"as served: the model config (-m) has YaRN x{config_yarn.get('factor')}"
+    return "as served: not declared (--yarn declares the server's; the -m config has none)"
 
 
 class EndpointBackend:
@@ -132,6 +134,7 @@ class EndpointBackend:
         self.config = endpoint_config(self.options, self.retry)
         self.info = None  # endpoint.ServerInfo, from context()
         self.hints: list = []
+        self.config_yarn: dict | None = None  # the YaRN of the -m config, from context()
 
     @staticmethod
     def claims(options) -> bool:
@@ -143,6 +146,7 @@ class EndpointBackend:
         self.info = discover(self.config, self.options.served_model, transport=self.transport)
         config, yarn = model_config(self.options, self.request.source) if self.request.source else (None, None)
         self.hints = serving_hints_for(self.options, config)
+        self.config_yarn = yarn
         return ContextLimits(maximum=self.info.context or 0, yarn=yarn, fixed=True)
 
     def preflight(self, longest_prompt: int, max_new_tokens: int) -> str:
@@ -152,7 +156,9 @@ class EndpointBackend:
         return check_context(self.info, longest_prompt, max_new_tokens, self.hints)
 
     def load(self) -> BackendInfo:
-        info = self.info
+        import httpx2
+
+        info, yarn = self.info, yarn_as_served(self.options, self.config_yarn)
         concurrency = self.options.concurrency or info.default_concurrency()
         endpoint = {
             **info.to_dict(),
@@ -161,18 +167,15 @@ class EndpointBackend:
             "concurrency": concurrency,
             "prefix_order": self.options.prefix_order,
             "api_key_env": self.options.api_key_env or "",
-            "yarn": yarn_as_served(self.options),
+            "yarn": yarn,
         }
-        import httpx2
-
         context = f"context {info.context:,}" if info.context else f"context {info.context_source}"
         server = f"{info.kind} {info.version}".strip()
         headline = (
             f"endpoint {info.url} ({server}), model {info.model}, {context}, "
             f"{'token-id' if info.token_ids else 'text'} prompts, {concurrency} in flight, prefix order "
-            f"{'on' if self.options.prefix_order else 'off'}, YaRN {yarn_as_served(self.options)}"
+            f"{'on' if self.options.prefix_order else 'off'}, YaRN {yarn}"
         )
-
         return BackendInfo(
             engine=ENGINE,
             versions={"server": server, "httpx2": httpx2.__version__},
