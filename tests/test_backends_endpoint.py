@@ -275,3 +275,25 @@ def test_without_m_the_served_models_own_path_is_the_tokenizer(serve, probe_set,
     info = read_run_info(out)
     assert info.model == gguf and info.extra["endpoint"]["served_model"] == gguf
     assert [r.score for r in load_results(out)[0]] == [1.0, 1.0]  # the probes the server knows: the same tokenizer
+
+
+def test_ctrl_c_mid_run_keeps_the_rows_that_finished(monkeypatch, probe_set, smollm2_tokenizer, tmp_path):
+    import asyncio
+    import signal
+
+    server = FakeLlamaServer(probe_set.probes)
+
+    async def handler(request):
+        if request.url.path == "/v1/completions" and len(server.completions) == 2:
+            server.completions.append({})
+            signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C while the third probe is with the server
+            await asyncio.sleep(30)
+        return server(request)
+
+    monkeypatch.setattr(EndpointBackend, "transport", httpx2.MockTransport(handler))
+    with pytest.raises(KeyboardInterrupt):
+        execute(probe_set, RunOptions(endpoint=URL, concurrency=1), tmp_path, tokenizer=smollm2_tokenizer)
+    assert len(load_results(tmp_path)[0]) == 2
+    monkeypatch.setattr(EndpointBackend, "transport", httpx2.MockTransport(FakeLlamaServer(probe_set.probes)))
+    summary = execute(probe_set, RunOptions(endpoint=URL), tmp_path, tokenizer=smollm2_tokenizer)
+    assert (summary.skipped, summary.ran) == (2, 4)
