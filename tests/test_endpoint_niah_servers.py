@@ -187,9 +187,13 @@ def test_yarn_through_llama_server_finds_more_needles_past_the_native_context(
 
     context, yarn_flags = _config_check_llama_flags(smollm2_source, tmp_path)
     assert context == 16384 and "--rope-scaling" in yarn_flags and "yarn" in yarn_flags
+    # llama-server caps each slot at the GGUF's training context (8192 here) whatever -c says, with or without the
+    # YaRN flags; the GGUF key that holds it is raised for both servers, so only the YaRN flags differ.
+    lifted = ("--override-kv", f"llama.context_length=int:{context}")
     found = {}
-    for name, extra, declared in (("plain", (), ["--no-yarn"]),
-                                  ("yarn", yarn_flags, ["--yarn", "--yarn-factor", "2", "--yarn-original", "8192"])):
+    for name, extra, declared in (("plain", lifted, ["--no-yarn"]),
+                                  ("yarn", lifted + yarn_flags, ["--yarn", "--yarn-factor", "2", "--yarn-original",
+                                                                 "8192"])):
         with llama_server(server_build, smollm2_gguf, server_logs, context=context, extra=extra) as server:
             out = tmp_path / name
             result = CliRunner().invoke(app, ["niah", "-m", "smollm2", "--endpoint", server.url, "-l", "10000", "-d",
