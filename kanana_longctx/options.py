@@ -34,6 +34,11 @@ class RunOptions:
     limit: int = 0  # run only the first N probes (0: all)
     tp: int = 0  # model parallel over N GPUs: tensor parallel under torchrun, else layer sharding (0/1: off)
     max_memory_gib: float = 0.0  # cap on the run's planned GPU peak (weights, KV rows, chunk, batches); 0: none
+    endpoint: str = ""  # an OpenAI-compatible base URL: the probes go to that server (backends.endpoint)
+    served_model: str | None = None  # the model name sent to the server (None: the one /v1/models lists)
+    api_key_env: str = ""  # the name of the environment variable holding the API key (the key is never stored)
+    concurrency: int = 0  # requests in flight (0: the server's default, endpoint.ServerInfo.default_concurrency)
+    prefix_order: bool = True  # send probes so that the server's prefix cache serves what they share
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -103,8 +103,8 @@ def test_a_fixed_context_is_a_hard_limit(echo_registered, smollm2_tokenizer, tmp
 
 
 def test_engine_names_come_from_the_registry(echo_registered):
-    assert registry.engine_choices() == ("auto", "fast", "reuse", "hf", "echo")
-    with pytest.raises(BadInput, match="unknown engine 'fastest' .*auto, fast, reuse, hf, echo"):
+    assert registry.engine_choices() == ("auto", "fast", "reuse", "hf", "endpoint", "echo")
+    with pytest.raises(BadInput, match="unknown engine 'fastest' .*auto, fast, reuse, hf, endpoint, echo"):
         open_backend(registry.BackendRequest(RunOptions(engine="fastest"), None, None))
     named = open_backend(registry.BackendRequest(RunOptions(engine="echo"), None, None))
     assert isinstance(named, EchoBackend)

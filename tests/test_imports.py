@@ -18,6 +18,7 @@ LIGHT = [
     "kanana_longctx.cli.plot_cmd", "kanana_longctx.cli.bench_cmd", "kanana_longctx.run.runner",
     "kanana_longctx.run.distributed", "kanana_longctx.backends.base", "kanana_longctx.backends.registry",
     "kanana_longctx.kernels.choice", "kanana_longctx.scoring", "kanana_longctx.results", "kanana_longctx.options",
+    "kanana_longctx.backends.endpoint", "kanana_longctx.cli.endpoint_options", "kanana_longctx.endpoint",
 ]
 
 

@@ -63,7 +63,7 @@ def one_error_line(result, fragment: str) -> None:
     "args, fragment",
     [
         (["--dtype", "bf16"], "unknown --dtype 'bf16' (choose from auto, bfloat16, float16, float32); bf16 is spelled"),
-        (["--engine", "turbo"], "unknown --engine 'turbo' (choose from auto, fast, reuse, hf)"),
+        (["--engine", "turbo"], "unknown --engine 'turbo' (choose from auto, fast, reuse, hf, endpoint)"),
         (["--device", "tpu"], "unknown --device 'tpu' (choose from auto, cpu, cuda)"),
         (["--attn", "flash"], "unknown --attn 'flash' (choose from auto, cudnn, fa3, fa2, sdpa, eager)"),
         (["--batch-size", "-1"], "--batch-size must be between 0 and 4,096, got -1"),

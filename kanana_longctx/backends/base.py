@@ -11,6 +11,8 @@ The runner, resume, scoring, results and the run summary only ever see these rec
 - `run()` turns the job's pending probes into `Generation`s, handing each finished batch to the sink (which
   scores, writes and reports them: the backend never builds a result record) and returns `LoopStats`;
 - `close()` releases what `load()` took and returns what only the device can tell (`DeviceFigures`).
+Optional: `preflight(longest_prompt, max_new_tokens) -> note`, called right after `context()`, for a backend whose
+limit is finer than one number (a server engine's own rule, with its launch advice); it raises to refuse the run.
 
 A backend that works on token ids decodes them itself (it owns its tokenizer use), so every backend hands back
 text; one that talks to a server can send ids or text and never touch torch.

@@ -32,6 +32,7 @@ BACKENDS: dict[str, BackendEntry] = {
     "fast": BackendEntry("kanana_longctx.backends.fast:FastBackend"),
     "reuse": BackendEntry("kanana_longctx.backends.reuse:ReuseBackend"),
     "hf": BackendEntry("kanana_longctx.backends.hf:PlainBackend"),
+    "endpoint": BackendEntry("kanana_longctx.backends.endpoint:EndpointBackend", local=False),
 }
 
 

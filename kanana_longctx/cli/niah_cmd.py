@@ -20,6 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from kanana_longctx.cli import app
+from kanana_longctx.cli.endpoint_options import (
+    ApiKeyEnvOpt, ConcurrencyOpt, EndpointOpt, PrefixOrderOpt, ServedModelOpt, endpoint_checks, model_given,
+)
 from kanana_longctx.cli.errors import debug_enabled, fail, friendly_errors, stderr
 from kanana_longctx.cli.next_steps import plot_hint, rerun_hint
 from kanana_longctx.cli.options import RevisionOpt, parse_number
@@ -429,6 +432,11 @@ def niah(
     gpus: GpusOpt = 0,
     tp: TpOpt = 0,
     max_memory: MaxMemoryOpt = 0.0,
+    endpoint: EndpointOpt = None,
+    served_model: ServedModelOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    prefix_order: PrefixOrderOpt = True,
 ) -> None:
     """Needle-in-a-haystack probes of exactly LENGTH tokens in the model's own tokenizer, English or Korean.
 
@@ -452,6 +460,8 @@ def niah(
       kanana-longctx niah --task multikey --distractors 5 --repeats 3 --dry-run
 
       kanana-longctx niah -m ./kanana-8b -p readme-128k --yarn -o runs/k8b-128k
+
+      kanana-longctx niah -m ./kanana-8b --endpoint http://127.0.0.1:8000/v1
     """
     from kanana_longctx.errors import BadInput
     from kanana_longctx.hub import resolve_model
@@ -482,13 +492,23 @@ def niah(
         distractors=distractors, values=values, queries=queries, repeats=repeats,
     )
     hay = load_haystack(haystack, pack.code)
+    endpoint_checks(ctx, endpoint, concurrency=concurrency)
     yarn_numbers = _yarn_numbers(yarn, yarn_factor, yarn_original, yarn_beta_fast, yarn_beta_slow)
     run_options = RunOptions(
         model=model, revision=revision, device=device, dtype=dtype, attn=attn, yarn=yarn, **yarn_numbers,
         yarn_recipe=yarn_recipe, yarn_given=tuple(name.removeprefix("yarn_") for name in yarn_numbers),
         engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens,
         trust_remote_code=trust_remote_code, overwrite=overwrite, limit=limit, tp=tp, max_memory_gib=max_memory,
+        endpoint=endpoint or "", served_model=served_model, api_key_env=api_key_env or "",
+        concurrency=concurrency or 0, prefix_order=prefix_order,
     )
+    if endpoint and not model_given(ctx):  # the probes need the served model's tokenizer
+        from dataclasses import replace
+
+        from kanana_longctx.backends.endpoint import served_tokenizer_model
+
+        model = served_tokenizer_model(run_options)
+        run_options = replace(run_options, model=model)
     from kanana_longctx.run.check import validate_options
 
     validate_options(run_options, gpus=gpus)  # every name and number, before anything is loaded or written

@@ -64,7 +64,11 @@ def validate_options(options: RunOptions, *, gpus: int = 0) -> None:
 
 def yarn_request(options: RunOptions) -> dict | str:
     """How YaRN was asked for: a recipe and the numbers given over it (the rest are the recipe's), forced off, or
-    as the model's config says."""
+    as the model's config says. Against an endpoint the server applies YaRN and `--yarn` declares what it was
+    launched with: only the numbers the flags give."""
+    if options.yarn is True and options.endpoint:
+        return {"factor": options.yarn_factor, "original_max_position_embeddings": options.yarn_original,
+                "as_served": True}
     if options.yarn is True:
         return {
             "recipe": options.yarn_recipe,

@@ -118,7 +118,11 @@ def check(probe_set: ProbeSet, options: RunOptions, out_dir: Path, reporter, tok
     ctx = RunContext(probe_set, options, out_dir, reporter, tokenizer, backend, rank)
     ctx.max_new_tokens = options.max_new_tokens or default_max_new_tokens(probe_set, tokenizer)
     ctx.limits = backend.context()
-    longest = max(p.n_tokens for p in probe_set.probes) + ctx.max_new_tokens
+    longest_prompt = max(p.n_tokens for p in probe_set.probes)
+    preflight = getattr(backend, "preflight", None)  # optional: a backend's own, finer rule (a server's engine)
+    if preflight is not None and (note := preflight(longest_prompt, ctx.max_new_tokens)):
+        ctx.notes.append(note)
+    longest = longest_prompt + ctx.max_new_tokens
     note = check_context(ctx.limits, longest, options.yarn_factor)
     if note:
         ctx.notes.append(note)
