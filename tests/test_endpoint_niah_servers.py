@@ -187,9 +187,11 @@ def test_yarn_through_llama_server_finds_more_needles_past_the_native_context(
 
     context, yarn_flags = _config_check_llama_flags(smollm2_source, tmp_path)
     assert context == 16384 and "--rope-scaling" in yarn_flags and "yarn" in yarn_flags
-    # llama-server caps each slot at the GGUF's training context (8192 here) whatever -c says, with or without the
-    # YaRN flags; the GGUF key that holds it is raised for both servers, so only the YaRN flags differ.
+    # llama-server caps each slot at the GGUF's training context (8192 here) whatever -c says; config --check's
+    # command raises that GGUF key, and the plain server gets the same key, so only the YaRN flags differ.
     lifted = ("--override-kv", f"llama.context_length=int:{context}")
+    assert " ".join(lifted) in " ".join(yarn_flags)
+    yarn_flags = tuple(f for f in yarn_flags if f not in lifted)
     found = {}
     for name, extra, declared in (("plain", lifted, ["--no-yarn"]),
                                   ("yarn", lifted + yarn_flags, ["--yarn", "--yarn-factor", "2", "--yarn-original",

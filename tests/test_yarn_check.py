@@ -141,3 +141,17 @@ def test_yarn_not_read_at_all_is_not_called_the_version_trap(monkeypatch):
     assert not report.passed and not report.trap
     assert "reads rope type 'default'" in report.problems[0] and "only rope_scaling" in report.problems[0]
     assert "rope_scaling and rope_parameters" in report.fixes[0]
+
+
+@pytest.mark.parametrize(
+    "architecture, key", [(None, "llama"), ("LlamaForCausalLM", "llama"), ("Qwen2ForCausalLM", "qwen2"),
+                          ("SomethingNewForCausalLM", "ARCH")],
+)
+def test_unpatched_llama_cpp_command_raises_the_ggufs_training_context(architecture, key):
+    """llama-server caps a slot at the GGUF's context_length whatever -c says: the unpatched command lifts it."""
+    from kanana_longctx.yarn.params import YarnParams
+    from kanana_longctx.yarn.serving import serving_hints
+
+    hint = next(h for h in serving_hints("m", YarnParams(), architecture=architecture) if h.engine == "llama.cpp")
+    assert f"--override-kv {key}.context_length=int:{YarnParams().serve_context}" in hint.without_patch
+    assert "--override-kv" not in hint.command  # a GGUF converted from the patched config carries the length

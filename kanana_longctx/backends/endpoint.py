@@ -105,7 +105,8 @@ def serving_hints_for(options, config) -> list:
             return []
     except (KananaError, ValueError, TypeError, AttributeError):
         return []
-    return serving_hints(options.model, params)
+    architecture = (getattr(config, "architectures", None) or [None])[0] if config is not None else None
+    return serving_hints(options.model, params, architecture=architecture)
 
 
 def yarn_as_served(options, config_yarn: dict | None = None) -> str:

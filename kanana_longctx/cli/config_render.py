@@ -222,7 +222,9 @@ def check(out: Console, model: str, path: Path, config: dict, result, in_memory:
         types = [r.settings.layer_type for r in yarn if r.settings.layer_type]
         out.print("\n[bold]Serve it[/]")
         served = str(path.parent) if Path(model).expanduser().is_file() else model
-        for hint in serving_hints(served, params, str(path.parent), mla=is_mla(config), layer_types=types or None):
+        architecture = (config.get("architectures") or [None])[0]
+        for hint in serving_hints(served, params, str(path.parent), mla=is_mla(config), layer_types=types or None,
+                                  architecture=architecture):
             text = hint.command if hint.supported else hint.note
             out.print(f"  {hint.engine}: {text}", markup=False, soft_wrap=True)
             if hint.supported and hint.without_patch:

@@ -50,6 +50,18 @@ def override_block(params: YarnParams, mla: bool = False) -> dict:
     return block
 
 
+# transformers architecture -> llama.cpp's GGUF architecture name (convert_hf_to_gguf.py's mapping for the
+# families this tool serves); the GGUF key of the training context is NAME.context_length.
+GGUF_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Qwen3MoeForCausalLM": "qwen3moe",
+    "DeepseekV3ForCausalLM": "deepseek2",
+}
+
+
 def _json(value: Any) -> str:
     return shlex.quote(json.dumps(value, separators=(",", ":")))
 
@@ -61,9 +73,11 @@ def serving_hints(
     *,
     mla: bool = False,
     layer_types: Sequence[str] | None = None,
+    architecture: str | None = None,
 ) -> list[EngineHint]:
     """One hint per engine. `model` is what the user typed (a hub id or a path); `model_dir` the local directory
-    (llama.cpp's converter needs files, not a hub id); `layer_types` the per-layer-type blocks that carry YaRN."""
+    (llama.cpp's converter needs files, not a hub id); `layer_types` the per-layer-type blocks that carry YaRN;
+    `architecture` the config's first `architectures` entry (it names the GGUF key of the training context)."""
     m = shlex.quote(model)
     d = shlex.quote(model_dir or model)
     ctx = params.serve_context
@@ -76,9 +90,13 @@ def serving_hints(
         if per_layer
         else ""
     )
+    # llama-server caps a slot at the GGUF's training context (ARCH.context_length) whatever -c says, so a GGUF of
+    # the unpatched model needs that key raised as well as the YaRN flags.
+    gguf_arch = GGUF_ARCHITECTURES.get(architecture or "LlamaForCausalLM", "ARCH")
     llama_flags = (
         f"--rope-scaling yarn --rope-scale {params.factor:g} --yarn-orig-ctx {params.original_max_position_embeddings}"
         f" --yarn-beta-fast {params.beta_fast:g} --yarn-beta-slow {params.beta_slow:g}"
+        f" --override-kv {gguf_arch}.context_length=int:{ctx}"
     )
     hints = [
         EngineHint(
@@ -110,7 +128,10 @@ def serving_hints(
             "The converter writes rope.scaling.type=yarn, .factor, .original_context_length, .yarn_beta_fast and "
             ".yarn_beta_slow into the GGUF; the context length comes from max_position_embeddings, hence -c."
             + (" The GGUF keys hold one YaRN for every layer." + layer_note if per_layer else "")
-            + (" The command-line flags cannot express mscale_all_dim: convert the patched config." if mla else ""),
+            + (" The command-line flags cannot express mscale_all_dim: convert the patched config." if mla else "")
+            + (" Unpatched: llama-server caps a slot at the GGUF's training context whatever -c says, hence "
+               "--override-kv" + ("" if gguf_arch != "ARCH" else " (ARCH: the GGUF's general.architecture)") + "."
+               if not (per_layer or mla) else ""),
             "" if per_layer or mla else f"llama-server -m MODEL.gguf -c {ctx} {llama_flags}",
         ),
     ]
