@@ -134,3 +134,23 @@ def test_another_tools_broken_result_file_in_plot(tmp_path):
     (results / "b_results.json").write_text(BROKEN, encoding="utf-8")
     message = one_line(runner.invoke(app, ["plot", str(results), "--format-in", "gkamradt", "-o", str(tmp_path / "o")]))
     assert message == f"error: {results / 'b_results.json'}: {WHERE}\n"
+
+
+def test_out_of_gpu_memory_is_one_line_with_what_to_do(capsys):
+    """torch's OutOfMemoryError (matched by name, so the CLI needs no torch) is not an 'internal error'."""
+    import typer
+
+    from kanana_longctx.cli.errors import friendly_errors
+
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    @friendly_errors
+    def run():
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 96.00 MiB. GPU 0 has a total capacity ...")
+
+    with pytest.raises(typer.Exit) as caught:
+        run()
+    err = capsys.readouterr().err
+    assert caught.value.exit_code == 1 and err.count("\n") == 1 and "internal error" not in err
+    assert "out of GPU memory (CUDA out of memory)" in err and "same command resumes" in err

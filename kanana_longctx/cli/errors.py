@@ -35,6 +35,13 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def out_of_memory_text(exc: BaseException) -> str:
+    """torch's out-of-memory error as one line: what ran out, and what to do (finished probes are on disk)."""
+    first = str(exc).split(". ")[0].strip() or "CUDA out of memory"
+    return (f"out of GPU memory ({first}); the probes that finished are kept and the same command resumes: free "
+            "the GPU (another process may hold memory) or lower --max-memory / --batch-size")
+
+
 def friendly_errors(func: F) -> F:
     """Map KananaError (and a few OS errors) to one line + exit code; re-raise everything under debug."""
 
@@ -59,6 +66,8 @@ def friendly_errors(func: F) -> F:
         except Exception as exc:  # an internal bug: still one line, but say how to see more
             if debug_enabled():
                 raise
+            if type(exc).__name__ == "OutOfMemoryError":  # torch's, matched by name: the CLI imports no torch
+                raise fail(out_of_memory_text(exc), 1) from None
             raise fail(f"internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)", 3) from None
 
     return wrapper  # type: ignore[return-value]

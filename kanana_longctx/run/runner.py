@@ -63,7 +63,10 @@ def execute(probe_set: ProbeSet, options: RunOptions, out_dir: Path, *, reporter
             held.enter_context(run_dir_lock(ctx.out_dir))
         open_run_dir(ctx)
         if ctx.complete:  # every rank sees the same directory, so all of them take this path
-            return finished(ctx)
+            summary = finished(ctx)
+            if ctx.first_rank:  # the directory's own run.json (what computed the rows), now marked complete
+                write_run_info(ctx.out_dir, _with_status(read_run_info(ctx.out_dir) or ctx.info, "complete"))
+            return summary
         load(ctx)
         loop(ctx)
         summary = summarize(ctx)
