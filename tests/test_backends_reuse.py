@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from kanana_longctx.backends import reuse
-from kanana_longctx.backends.hfcache import PrefixCache, supports_reuse
+from kanana_longctx.backends.hfcache import DecodeGroup, PrefixCache, supports_reuse
 from kanana_longctx.backends.local import finish_loaded
 from kanana_longctx.bench.models import random_model
 from kanana_longctx.options import RunOptions
 from kanana_longctx.plan.flops import ModelShape
+from kanana_longctx.plan.memory import CPU_DECODE_ROWS
 from kanana_longctx.probes.build import ProbeRequest, build_probe_set
 from kanana_longctx.probes.summary import summarize
 from kanana_longctx.results import load_results
@@ -56,7 +57,53 @@ def test_reuse_outputs_are_the_plain_loops(name, probe_set, smollm2_tokenizer, t
     records = load_results(tmp_path / "reuse")[0]
     assert any(r.prefill_tokens < r.n_tokens for r in records)  # the prefix really was reused
     assert 0 < ours.computed_flops < plain.computed_flops
-    assert ours.prefill_seconds > 0 and ours.decode_seconds > 0 and ours.kv_rows == 1
+    assert ours.prefill_seconds > 0 and ours.decode_seconds > 0
+    assert ours.kv_rows == CPU_DECODE_ROWS  # 6 probes: decoded as groups of 4 and 2, lengths 300 and 700 mixed
+
+
+@pytest.mark.parametrize("name", ("tiny", "tiny-moe", "tiny-mla", "tiny-sliding", "tiny-olmo3"))
+def test_prompts_of_different_lengths_decoded_together_are_each_decoded_alone(name):
+    """Rows of 150, 400 and 260 tokens (the shorter ones padded on the left, two past the 128-token window)
+    decoded in one group give each prompt's own greedy tokens, and its first logits are the full forward's."""
+    model = _loaded(name).model
+    gen = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(0, 1000, (n,), generator=gen).tolist() for n in (150, 400, 260)]
+    never = lambda out: False  # noqa: E731 - decode the whole budget
+    with torch.inference_mode():
+        alone, group = [], DecodeGroup(model, [len(p) for p in prompts])
+        for ids in prompts:
+            cache = PrefixCache(model, chunk_tokens=128)
+            logits = cache.extend(ids, 0, want_logits=True)
+            assert torch.allclose(logits, model(torch.tensor([ids])).logits[0, -1], atol=1e-5)
+            group.add(cache, logits)
+            alone.append(cache.greedy(logits, max_new_tokens=8, stop=never))
+        together = group.greedy(max_new_tokens=8, stop=never)
+    assert together == alone
+    assert len({tuple(x) for x in alone}) > 1  # the rows really differ
+
+
+def test_a_group_refuses_a_prompt_of_the_wrong_length_and_decoding_before_it_is_full():
+    model = _loaded("tiny").model
+    with torch.inference_mode():
+        cache = PrefixCache(model)
+        logits = cache.extend(list(range(10, 30)), 0, want_logits=True)
+        group = DecodeGroup(model, [20, 21])
+        group.add(cache, logits)
+        with pytest.raises(ValueError, match="21-token prompt"):
+            group.add(cache, logits)
+        with pytest.raises(ValueError, match="1 of 2 prompts"):
+            group.greedy(max_new_tokens=2, stop=lambda out: False)
+
+
+def test_batch_size_one_decodes_one_probe_at_a_time_with_the_same_outputs(probe_set, smollm2_tokenizer, tmp_path):
+    loaded = _loaded("tiny-moe")
+    runs = {}
+    for rows in (1, 3):
+        ran = execute(probe_set, RunOptions(engine="reuse", max_new_tokens=5, batch_size=rows), tmp_path / str(rows),
+                      loaded=loaded, tokenizer=smollm2_tokenizer)
+        assert ran.kv_rows == rows
+        runs[rows] = _outputs(tmp_path / str(rows))
+    assert runs[1] == runs[3] and len(runs[1]) == len(probe_set.probes)
 
 
 def test_the_window_matters_and_a_prefix_longer_than_it_is_reused_exactly():

@@ -217,3 +217,25 @@ def test_reuse_on_cuda_gives_the_full_forwards_logits(name, dtype):
             cache.extend(ids.tolist(), 0)
             logits = cache.extend(ids[300:].tolist(), 300, want_logits=True)
     assert _rel(logits, ref) < (1e-4 if dtype == "float32" else 5e-2)
+
+
+@pytest.mark.parametrize("name", ["tiny-moe", "tiny-mla", "tiny-hybrid"])
+def test_reuse_decoding_group_on_cuda_matches_each_prompt_alone(name):
+    """Prompts of different lengths decoded together on the GPU (left padding masked, the shorter ones past the
+    hybrid's window) give each prompt's own greedy tokens, in float32."""
+    from kanana_longctx.backends.hfcache import DecodeGroup, PrefixCache
+    from kanana_longctx.bench.models import random_model
+    from kanana_longctx.kernels.hf_prefix import prefix_attention
+
+    model = random_model(name, device="cuda", dtype="float32", yarn=False)
+    gen = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(0, 1000, (n,), generator=gen).tolist() for n in (500, 170, 320)]
+    never = lambda out: False  # noqa: E731
+    with torch.inference_mode(), prefix_attention(model):
+        group, alone = DecodeGroup(model, [len(p) for p in prompts]), []
+        for ids in prompts:
+            cache = PrefixCache(model, chunk_tokens=256)
+            logits = cache.extend(ids, 0, want_logits=True)
+            group.add(cache, logits)
+            alone.append(cache.greedy(logits, max_new_tokens=8, stop=never))
+        assert group.greedy(max_new_tokens=8, stop=never) == alone

@@ -3,6 +3,8 @@ decode greedily from it (torch and transformers inside functions).
 
 Usage: cache = PrefixCache(model, chunk_tokens=2048); cache.extend(ids, start=0)
        cache.crop(n); logits = cache.extend(suffix, start=n, want_logits=True); out = cache.greedy(logits, ...)
+       group = DecodeGroup(model, lengths=[n1, n2]); group.add(cache, logits)  # after each prompt, in order
+       outs = group.greedy(max_new_tokens=16, stop=stop)                          # all rows at once
 
 Why the model's forward and not our own: it runs every architecture transformers has (MoE routing, MLA, sliding
 windows, per-layer-type RoPE) exactly as `generate` does, so reuse is exact wherever the cache is. The cache is a
@@ -85,6 +87,12 @@ class PrefixCache:
     def length(self) -> int:
         return int(self.cache.get_seq_length())
 
+    def kv_bytes_per_token(self) -> float:
+        """Bytes of K and V one cached position takes over all layers (measured on the cache; 0 when empty)."""
+        total = sum(layer.keys.nbytes + layer.values.nbytes for layer in self.cache.layers
+                    if getattr(layer, "keys", None) is not None)
+        return total / self.length if self.length else 0.0
+
     def crop(self, tokens: int) -> None:
         """Keep positions [0, tokens) of every layer (slicing: the same in every transformers 5 version)."""
         if tokens > self.length:
@@ -126,3 +134,76 @@ class PrefixCache:
             if len(out) >= max_new_tokens or stop(out):
                 return out
             logits = self._forward([out[-1]], self.length)
+
+
+class DecodeGroup:
+    """Probes decoded together from their computed prompts: each prompt's K and V copied out of the one-sequence
+    PrefixCache (right after its suffix was computed, before the next probe cuts the cache back) into one row of a
+    batched cache, right-aligned (padding on the left, masked), then greedy steps for all rows at once.
+
+    Why: a decoding step of a small-batch MoE or MLA forward costs about the same for one row as for several
+    (launches, routing, weight reads), so rows decoded together divide that cost; prefilling stays one sequence
+    at a time, in the prefix plan's order. The mask hides the padding and the position ids are each row's own, so
+    every row computes what its own sequence would (float32 outputs equal the plain loop's: tests)."""
+
+    def __init__(self, model, lengths: list[int]):
+        from transformers.cache_utils import DynamicCache
+
+        if not lengths or min(lengths) < 1:
+            raise ValueError("a decoding group needs at least one prompt of at least one token")
+        self.model = model
+        self.lengths = list(lengths)
+        self.width = max(self.lengths)
+        self.cache = DynamicCache()
+        self.first: list = []
+        self._kwarg = cache_kwarg(model)
+
+    @property
+    def full(self) -> bool:
+        return len(self.first) == len(self.lengths)
+
+    def add(self, prefix: PrefixCache, first_logits) -> None:
+        """Copy the prompt `prefix` holds (all its positions: the next row's length) and its last logits."""
+        import torch
+
+        row = len(self.first)
+        if self.full:
+            raise ValueError("the decoding group is full")
+        n = self.lengths[row]
+        if prefix.length != n:
+            raise ValueError(f"row {row} expects a {n}-token prompt, the cache holds {prefix.length}")
+        for index, layer in enumerate(prefix.cache.layers):
+            if row == 0:  # zeros, not empty: masked scores are dropped, but 0 x NaN in the values would not be
+                rows, (_, heads, _, k_dim), v_dim = len(self.lengths), layer.keys.shape, layer.values.shape[-1]
+                zeros = dict(dtype=layer.keys.dtype, device=layer.keys.device)
+                self.cache.update(torch.zeros(rows, heads, self.width, k_dim, **zeros),
+                                  torch.zeros(rows, heads, self.width, v_dim, **zeros), index)
+            target = self.cache.layers[index]
+            target.keys[row, :, self.width - n :, :] = layer.keys[0, :, :n, :]
+            target.values[row, :, self.width - n :, :] = layer.values[0, :, :n, :]
+        self.first.append(first_logits)
+
+    def greedy(self, *, max_new_tokens: int, stop: Callable[[list[int]], bool]) -> list[list[int]]:
+        """Each row's greedy tokens until its `stop(out)` or the budget; a finished row keeps stepping (its
+        tokens ignored) until every row has finished."""
+        import torch
+
+        if not self.full:
+            raise ValueError(f"the decoding group has {len(self.first)} of {len(self.lengths)} prompts")
+        device = self.cache.layers[0].keys.device
+        outs = [[int(logits.argmax())] for logits in self.first]
+        done = [len(o) >= max_new_tokens or stop(o) for o in outs]
+        lengths = torch.tensor(self.lengths, device=device)
+        mask = (torch.arange(self.width, device=device)[None] >= (self.width - lengths)[:, None]).long()
+        step = 0
+        while not all(done):
+            ids = torch.tensor([o[-1] for o in outs], dtype=torch.long, device=device)[:, None]
+            mask = torch.cat([mask, mask.new_ones(len(outs), 1)], dim=1)
+            out = self.model(input_ids=ids, position_ids=(lengths + step)[:, None], attention_mask=mask,
+                             use_cache=True, logits_to_keep=1, **{self._kwarg: self.cache})
+            step += 1
+            for i, token in enumerate(out.logits[:, -1].argmax(-1).tolist()):
+                if not done[i]:
+                    outs[i].append(token)
+                    done[i] = len(outs[i]) >= max_new_tokens or stop(outs[i])
+        return outs

@@ -6,9 +6,15 @@ Usage: backend = ReuseBackend(LocalModel(request)); backend.load(); stats = back
 The plan is plan.reuse's with one KV row, the one the dry run counts on a CPU (`summarize(..., rows=1)`): the
 shared haystack stream is computed once up to the deepest needle, probes run deepest needle first, and each cuts
 the cache back to the longest prefix it shares with what the cache holds (the stream, or the previous probe) and
-computes only the rest, then decodes greedily. One sequence at a time: no padding, so outputs are the plain
-loop's (backends.hf) token for token, in float32. A suffix attends to the cached prefix through a bottom-right
-causal SDPA call (kernels.hf_prefix) instead of transformers' dense mask, so a GPU runs it on a flash kernel.
+computes only the rest. Prompts are computed one sequence at a time, without padding; each computed prompt's K
+and V are then copied into a decoding group (hfcache.DecodeGroup) and the group's probes are decoded greedily
+together, one batched step per token, their padding masked: a decoding step of an MoE or MLA forward costs about
+as much for one row as for several, and it was 83% of the MoE shape's time one row at a time
+(docs/performance.md). Groups are consecutive probes of the plan (plan.memory.decode_groups), as many as the
+memory left beside the weights, the one-sequence cache and the prefill's peak holds (at most --batch-size where
+given; 4 on a CPU). Outputs are the plain loop's (backends.hf) token for token in float32 (tests). A suffix
+attends to the cached prefix through a bottom-right causal SDPA call (kernels.hf_prefix) instead of
+transformers' dense mask, so a GPU runs it on a flash kernel.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from kanana_longctx.kernels.choice import sdpa_context
 from kanana_longctx.kernels.hf_prefix import prefix_attention
 from kanana_longctx.options import RunOptions
 from kanana_longctx.plan.flops import ModelShape, planned_flops
-from kanana_longctx.plan.memory import CHUNK_CHOICES
+from kanana_longctx.plan.memory import (
+    CHUNK_CHOICES, CPU_DECODE_ROWS, MAX_DECODE_ROWS, decode_groups, gib_bytes, kv_rows_text, run_budget_bytes,
+)
 from kanana_longctx.plan.reuse import SHARED, Copy, plan_reuse
 
 CPU_CHUNK_TOKENS = 2048  # no kernels to feed on a CPU; short forwards keep its memory low
@@ -62,17 +70,17 @@ class ReuseBackend(LocalBackend):
         batches = plan_reuse(ids, shared, rows=1)
         computed = planned_flops(ModelShape.from_config(loaded.model.config), batches, [len(x) for x in ids], trimmed=False)
         cache = PrefixCache(loaded.model, chunk_tokens=chunk_tokens_for(loaded.device))
-        stop = make_stop(self.model.tokenizer, self.model.stop_ids, job.probe_set.form)
-        sink.note(f"reuse engine: the model's own cache, one sequence, {cache.chunk_tokens}-token forwards")
+        decoder = _Decoder(self, job, ids, [s.probe for b in batches for s in b.suffixes], sink)
+        sink.note(f"reuse engine: the model's own cache, prompts one sequence at a time in {cache.chunk_tokens}-token "
+                  "forwards, decoded together in groups")
         note = sliding_note(loaded.model)
         if note:
             sink.note(f"reuse engine: {note}")
-        seconds = {"prefill": 0.0, "decode": 0.0}
         device = torch.device(loaded.device)
         with torch.inference_mode(), sdpa_context(loaded.attention, device), prefix_attention(loaded.model) as kernel:
             if kernel:
                 sink.note(f"reuse engine: {kernel}")
-            setup = time.perf_counter() - t_setup
+            decoder.seconds["setup"] = time.perf_counter() - t_setup
             for batch in batches:
                 for step in batch.steps:
                     if isinstance(step, Copy):  # one row: the plan never copies
@@ -81,22 +89,87 @@ class ReuseBackend(LocalBackend):
                     t = time.perf_counter()
                     cache.extend(tokens[step.begin : step.end], step.begin)
                     gpu.synchronize(loaded.device)
-                    seconds["prefill"] += time.perf_counter() - t
+                    decoder.seconds["prefill"] += time.perf_counter() - t
                 for s in batch.suffixes:
-                    sink.write([self._probe(cache, job, s.probe, ids[s.probe], s.start, stop, seconds, loaded.device)])
+                    decoder.prompt(cache, s.probe, s.start)
         gpu.synchronize(loaded.device)
-        return LoopStats(computed, seconds["prefill"], seconds["decode"], setup, 1, cache.chunk_tokens)
+        sink.note(f"reuse engine: {decoder.describe()}")
+        sec = decoder.seconds
+        return LoopStats(computed, sec["prefill"], sec["decode"], sec["setup"], decoder.widest, cache.chunk_tokens)
 
-    def _probe(self, cache, job: RunJob, index: int, ids: np.ndarray, start: int, stop, seconds: dict, device: str):
-        """One probe: its suffix from `start`, then greedy decoding; its Generation (seconds: its own work)."""
+
+class _Decoder:
+    """The reuse run's decoding side: each computed prompt joins the current DecodeGroup; a full group is decoded
+    and its generations written. The groups are planned when the first prompt is computed: by then the cache
+    says what a position takes and the GPU's peak what the prefill needs."""
+
+    def __init__(self, backend: ReuseBackend, job: RunJob, ids: list, order: list[int], sink: GenerationSink):
+        self.backend, self.job, self.ids, self.order, self.sink = backend, job, ids, order, sink
+        self.loaded = backend.model.load()
+        self.seconds = {"prefill": 0.0, "decode": 0.0, "setup": 0.0}
+        self.groups: list[list[int]] | None = None
+        self.group = None
+        self.members: list[int] = []  # the current group's probes, in row order
+        self.done = 0  # prompts computed so far (positions in `order`)
+        self.own: dict[int, tuple[float, int]] = {}  # probe -> (its prefill seconds, tokens it computed)
+        self.widest = 0
+        self.weights = gpu.allocated_bytes() if self.loaded.device == "cuda" else 0
+        options = backend.model.options
+        self.max_rows = options.batch_size or (MAX_DECODE_ROWS if self.loaded.device == "cuda" else CPU_DECODE_ROWS)
+        self.cap = gib_bytes(options.max_memory_gib)
+        self.budget = (run_budget_bytes(gpu.total_bytes(), self.weights, gpu.free_gpu_bytes(), self.cap)
+                       if self.loaded.device == "cuda" else float("inf"))
+        self.stop = make_stop(backend.model.tokenizer, backend.model.stop_ids, job.probe_set.form)
+
+    def prompt(self, cache, probe: int, start: int) -> None:
+        """Compute probe `probe`'s suffix from `start` into `cache`; add it to its group; decode a full group."""
+        from kanana_longctx.backends.hfcache import DecodeGroup
+
         t = time.perf_counter()
-        logits = cache.extend(ids[start:], start, want_logits=True)
-        gpu.synchronize(device)
-        t_decode = time.perf_counter()
-        out = cache.greedy(logits, max_new_tokens=job.max_new_tokens, stop=stop)
-        gpu.synchronize(device)
-        t_end = time.perf_counter()
-        seconds["prefill"] += t_decode - t
-        seconds["decode"] += t_end - t_decode
-        probe = job.pending[index]
-        return self.model.generation(probe, out, t_end - t, len(ids) - start, stop, job.max_new_tokens)
+        logits = cache.extend(self.ids[probe][start:], start, want_logits=True)
+        gpu.synchronize(self.loaded.device)
+        elapsed = time.perf_counter() - t
+        self.seconds["prefill"] += elapsed
+        self.own[probe] = (elapsed, len(self.ids[probe]) - start)
+        if self.groups is None:
+            self.groups = self._plan(cache)
+        if self.group is None:
+            members = self.groups.pop(0)
+            self.group = DecodeGroup(self.loaded.model, [len(self.ids[self.order[m]]) for m in members])
+            self.members = [self.order[m] for m in members]
+        self.group.add(cache, logits)
+        self.done += 1
+        if self.group.full:
+            self._decode()
+
+    def _plan(self, cache) -> list[list[int]]:
+        """Decoding groups over the whole order, in the room the budget leaves beside what the run holds at its
+        peak so far (weights, the cache, the prefill's activations) and what the cache may still grow by."""
+        per_token = cache.kv_bytes_per_token()
+        longest = max(len(x) for x in self.ids)
+        room = self.budget
+        if self.loaded.device == "cuda":
+            held = gpu.peak_memory_gib("cuda") * 2**30 - self.weights
+            room = self.budget - held - per_token * max(0, longest - cache.length)
+        lengths = [len(self.ids[p]) for p in self.order]
+        return decode_groups(lengths, room_bytes=room, kv_bytes_per_token=per_token,
+                             max_new_tokens=self.job.max_new_tokens, max_rows=self.max_rows)
+
+    def _decode(self) -> None:
+        t = time.perf_counter()
+        outs = self.group.greedy(max_new_tokens=self.job.max_new_tokens, stop=self.stop)
+        gpu.synchronize(self.loaded.device)
+        seconds = time.perf_counter() - t
+        self.seconds["decode"] += seconds
+        self.widest = max(self.widest, len(outs))
+        model, share = self.backend.model, seconds / len(outs)
+        rows = []
+        for probe, out in zip(self.members, outs):
+            own, tokens = self.own.pop(probe)
+            rows.append(model.generation(self.job.pending[probe], out, own + share, tokens, self.stop,
+                                         self.job.max_new_tokens))
+        self.group = None  # its cache freed before the next group is allocated
+        self.sink.write(rows)
+
+    def describe(self) -> str:
+        return f"decoded in groups of up to {kv_rows_text(self.widest)} (at most {self.max_rows})"

@@ -124,3 +124,34 @@ def plan_memory(
                 return MemoryPlan(rows, chunk, planned, budget_bytes)
     shortest = chunks[-1]
     return MemoryPlan(1, shortest, row_bytes + shortest * chunk_bytes_per_token, budget_bytes)
+
+
+MAX_DECODE_ROWS = 16  # probes the reuse engine decodes together at most (16 rows of 32K were not measured)
+CPU_DECODE_ROWS = 4  # on a CPU: no memory to plan, and little to gain from wider steps
+
+
+def decode_groups(lengths: list[int], *, room_bytes: float, kv_bytes_per_token: float, max_new_tokens: int,
+                  max_rows: int = MAX_DECODE_ROWS) -> list[list[int]]:
+    """The reuse engine's decoding groups: consecutive probes (indices into `lengths`, in the order their prompts
+    are computed) decoded together, each group's K and V held as rows padded to its longest prompt plus the answer
+    budget, within `room_bytes`. A group takes the next probe while `rows x (longest + budget) x bytes per token`
+    still fits and it has fewer than `max_rows`; a probe that does not fit even alone is a group of one (the run
+    needs it; one row is what the one-sequence loop held before).
+
+    Why consecutive: the order is the prefix plan's (each prompt computed from the longest prefix it shares with
+    the previous one); decoding must not reorder the prefill, only wait for a group to fill."""
+    if kv_bytes_per_token < 0 or max_rows < 1:
+        raise ValueError("bytes per token must not be negative and a group holds at least one row")
+    groups: list[list[int]] = []
+    group: list[int] = []
+    longest = 0
+    for index, length in enumerate(lengths):
+        wider = max(longest, length)
+        if group and (len(group) >= max_rows or (len(group) + 1) * (wider + max_new_tokens) * kv_bytes_per_token > room_bytes):
+            groups.append(group)
+            group, wider = [], length
+        group.append(index)
+        longest = wider
+    if group:
+        groups.append(group)
+    return groups
