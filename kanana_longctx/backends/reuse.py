@@ -27,7 +27,7 @@ from kanana_longctx.backends import gpu
 from kanana_longctx.backends.base import GenerationSink, LoopStats, RunJob
 from kanana_longctx.backends.local import LoadedModel, LocalBackend, make_stop
 from kanana_longctx.kernels.choice import sdpa_context
-from kanana_longctx.kernels.hf_prefix import prefix_attention
+from kanana_longctx.kernels.hf_prefix import model_attention, prefix_attention
 from kanana_longctx.options import RunOptions
 from kanana_longctx.plan.flops import ModelShape, planned_flops
 from kanana_longctx.plan.memory import (
@@ -157,7 +157,8 @@ class _Decoder:
 
     def _decode(self) -> None:
         t = time.perf_counter()
-        outs = self.group.greedy(max_new_tokens=self.job.max_new_tokens, stop=self.stop)
+        with model_attention(self.loaded.model):  # one-token steps: transformers' own SDPA (hf_prefix says why)
+            outs = self.group.greedy(max_new_tokens=self.job.max_new_tokens, stop=self.stop)
         gpu.synchronize(self.loaded.device)
         seconds = time.perf_counter() - t
         self.seconds["decode"] += seconds
