@@ -337,7 +337,7 @@ EngineOpt = Annotated[
 ]
 BatchSizeOpt = Annotated[
     int,
-    typer.Option("--batch-size", help="Probes per batch (0: from free memory).", rich_help_panel=_RUN),
+    typer.Option("--batch-size", help="Probes per batch, or decoded together by reuse (0: from free memory).", rich_help_panel=_RUN),
 ]
 MaxNewTokensOpt = Annotated[
     int,
