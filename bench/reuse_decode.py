@@ -15,6 +15,7 @@ import torch
 
 from kanana_longctx.backends.hfcache import DecodeGroup, PrefixCache
 from kanana_longctx.bench.models import random_model
+from kanana_longctx.kernels.choice import decode_sdpa_context, sdpa_context
 from kanana_longctx.kernels.hf_prefix import model_attention, prefix_attention
 
 
@@ -39,8 +40,10 @@ def main() -> None:
     prompts = [torch.randint(0, 1000, (n,), generator=gen).tolist() for n in lengths]
     never = lambda out: False  # noqa: E731
     print(f"{args.shape}: {args.rows} rows of {lengths[-1]}..{lengths[0]} tokens, {args.steps} steps")
-    for prefix in (True, False):
-        with torch.inference_mode(), prefix_attention(model, enabled=prefix):
+    cuda = torch.device("cuda")
+    for prefix, forced in ((True, "cudnn"), (False, "sdpa"), (False, "cudnn"), (False, "decode")):
+        ctx = decode_sdpa_context("cudnn", cuda) if forced == "decode" else sdpa_context(forced, cuda)
+        with torch.inference_mode(), prefix_attention(model, enabled=prefix), ctx:
             group = DecodeGroup(model, lengths)
             alone = 0.0
             for ids in prompts:
@@ -54,11 +57,11 @@ def main() -> None:
                 del cache
             grouped = _time(lambda: group.greedy(max_new_tokens=args.steps, stop=never))
             steps = args.steps - 1
-            print(f"prefix attention {'on ' if prefix else 'off'}: one row {1e3 * alone / steps:.1f} ms/step; "
+            print(f"prefix attention {'on ' if prefix else 'off'}, SDPA backends {forced}: one row {1e3 * alone / steps:.1f} ms/step; "
                   f"{args.rows} rows {1e3 * grouped / steps:.1f} ms/step ({1e3 * grouped / steps / args.rows:.1f} ms a row)")
             del group
             torch.cuda.empty_cache()
-    with torch.inference_mode(), prefix_attention(model), model_attention(model):
+    with torch.inference_mode(), prefix_attention(model), model_attention(model), decode_sdpa_context("cudnn", cuda):
         group = DecodeGroup(model, lengths)
         for ids in prompts:
             cache = PrefixCache(model, chunk_tokens=32768)

@@ -26,7 +26,7 @@ import numpy as np
 from kanana_longctx.backends import gpu
 from kanana_longctx.backends.base import GenerationSink, LoopStats, RunJob
 from kanana_longctx.backends.local import LoadedModel, LocalBackend, make_stop
-from kanana_longctx.kernels.choice import sdpa_context
+from kanana_longctx.kernels.choice import decode_sdpa_context, sdpa_context
 from kanana_longctx.kernels.hf_prefix import model_attention, prefix_attention
 from kanana_longctx.options import RunOptions
 from kanana_longctx.plan.flops import ModelShape, planned_flops
@@ -157,7 +157,11 @@ class _Decoder:
 
     def _decode(self) -> None:
         t = time.perf_counter()
-        with model_attention(self.loaded.model):  # one-token steps: transformers' own SDPA (hf_prefix says why)
+        import torch
+
+        device = torch.device(self.loaded.device)
+        # one-token steps: transformers' own SDPA (hf_prefix says why), on kernels without per-shape plans
+        with model_attention(self.loaded.model), decode_sdpa_context(self.loaded.attention, device):
             outs = self.group.greedy(max_new_tokens=self.job.max_new_tokens, stop=self.stop)
         gpu.synchronize(self.loaded.device)
         seconds = time.perf_counter() - t

@@ -118,6 +118,13 @@ def sdpa_context(kernel: str, device):
     return sdpa_kernel(sdpa_backends(kernel), set_priority=True)
 
 
+def decode_sdpa_context(kernel: str, device):
+    """The SDPA backends for one-token decoding steps through transformers' forward (the reuse engine): never
+    cuDNN, whose execution plan is built anew for every new key length (~130 ms a new shape, below), and a step
+    brings a new length every time; FA2, or the memory-efficient kernel where a padding mask is passed."""
+    return sdpa_context("fa2" if kernel == "cudnn" else kernel, device)
+
+
 # cuDNN builds an execution plan for every new (shape, causal) it sees, while FA2's kernels take any shape for free
 # (docs/performance.md: measurements behind the code). NIAH probes bring new shapes all the time, so a call goes
 # to cuDNN only when its shape was planned before or its work is large enough to repay the plan: at cuDNN's
