@@ -9,22 +9,14 @@ Prints a table; numbers only, no thresholds. Needs CUDA (random bf16 weights, ka
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from kanana_longctx.backends.hfcache import DecodeGroup, PrefixCache
 from kanana_longctx.bench.models import random_model
+from kanana_longctx.bench.timing import first_call_seconds as _time
 from kanana_longctx.kernels.choice import decode_sdpa_context, sdpa_context
 from kanana_longctx.kernels.hf_prefix import model_attention, prefix_attention
-
-
-def _time(fn) -> float:
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - t
 
 
 def main() -> None:
