@@ -110,7 +110,6 @@ class _Decoder:
         self.groups: list[list[int]] | None = None
         self.group = None
         self.members: list[int] = []  # the current group's probes, in row order
-        self.done = 0  # prompts computed so far (positions in `order`)
         self.own: dict[int, tuple[float, int]] = {}  # probe -> (its prefill seconds, tokens it computed)
         self.widest = 0
         self.weights = gpu.allocated_bytes() if self.loaded.device == "cuda" else 0
@@ -138,7 +137,6 @@ class _Decoder:
             self.group = DecodeGroup(self.loaded.model, [len(self.ids[self.order[m]]) for m in members])
             self.members = [self.order[m] for m in members]
         self.group.add(cache, logits)
-        self.done += 1
         if self.group.full:
             self._decode()
 
