@@ -61,25 +61,55 @@ def test_reuse_outputs_are_the_plain_loops(name, probe_set, smollm2_tokenizer, t
     assert ours.kv_rows == CPU_DECODE_ROWS  # 6 probes: decoded as groups of 4 and 2, lengths 300 and 700 mixed
 
 
+@pytest.mark.parametrize("room", (8, 3))
 @pytest.mark.parametrize("name", ("tiny", "tiny-moe", "tiny-mla", "tiny-sliding", "tiny-olmo3"))
-def test_prompts_of_different_lengths_decoded_together_are_each_decoded_alone(name):
+def test_prompts_of_different_lengths_decoded_together_are_each_decoded_alone(name, room):
     """Rows of 150, 400 and 260 tokens (the shorter ones padded on the left, two past the 128-token window)
-    decoded in one group give each prompt's own greedy tokens, and its first logits are the full forward's."""
+    decoded in one group, under the reuse run's decoding attention, give each prompt's own greedy tokens (from
+    the plain forward, one prompt at a time), and its first logits are the full forward's. The group's cache has
+    room for all 8 tokens in place, or for 3 and then grows."""
+    from kanana_longctx.kernels.hf_prefix import model_attention, prefix_attention
+
     model = _loaded(name).model
     gen = torch.Generator().manual_seed(5)
     prompts = [torch.randint(0, 1000, (n,), generator=gen).tolist() for n in (150, 400, 260)]
     never = lambda out: False  # noqa: E731 - decode the whole budget
     with torch.inference_mode():
-        alone, group = [], DecodeGroup(model, [len(p) for p in prompts])
+        alone, group = [], DecodeGroup(model, [len(p) for p in prompts], max_new_tokens=room)
         for ids in prompts:
             cache = PrefixCache(model, chunk_tokens=128)
             logits = cache.extend(ids, 0, want_logits=True)
             assert torch.allclose(logits, model(torch.tensor([ids])).logits[0, -1], atol=1e-5)
             group.add(cache, logits)
             alone.append(cache.greedy(logits, max_new_tokens=8, stop=never))
-        together = group.greedy(max_new_tokens=8, stop=never)
+        with prefix_attention(model) as kernel, model_attention(model):
+            assert kernel and model.config._attn_implementation == "kanana_decode_sdpa"
+            together = group.greedy(max_new_tokens=8, stop=never)
     assert together == alone
     assert len({tuple(x) for x in alone}) > 1  # the rows really differ
+    assert group.cache.get_seq_length() == 400 + 7
+
+
+@pytest.mark.parametrize("padded", (True, False))
+def test_the_decoding_attention_reads_grouped_heads_in_place_with_the_same_result(padded, monkeypatch):
+    """One query per row over 2 K/V heads shared by 6 query heads, with a padding mask or none: the packed call
+    gives transformers' SDPA result (which repeats the K/V heads), and does not repeat them."""
+    import transformers.integrations.sdpa_attention as hf_sdpa
+
+    from kanana_longctx.kernels import hf_prefix
+
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(3, h, n, 16, generator=gen) for h, n in ((6, 1), (2, 50), (2, 50)))
+    mask = None
+    if padded:
+        mask = torch.arange(50)[None, None, None, :] >= torch.tensor([0, 20, 7])[:, None, None, None]
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.training = 3, True, False
+    ref, _ = hf_sdpa.sdpa_attention_forward(module, q, k, v, mask, scaling=0.25)
+    monkeypatch.setattr(hf_sdpa, "repeat_kv", lambda *a: pytest.fail("K/V heads repeated"))
+    out, _ = hf_prefix._decode_sdpa(module, q, k, v, mask, scaling=0.25)
+    assert out.shape == ref.shape == (3, 1, 6, 16)
+    assert torch.allclose(out, ref, atol=1e-6)
 
 
 def test_a_group_refuses_a_prompt_of_the_wrong_length_and_decoding_before_it_is_full():

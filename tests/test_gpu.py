@@ -222,20 +222,23 @@ def test_reuse_on_cuda_gives_the_full_forwards_logits(name, dtype):
 @pytest.mark.parametrize("name", ["tiny-moe", "tiny-mla", "tiny-hybrid"])
 def test_reuse_decoding_group_on_cuda_matches_each_prompt_alone(name):
     """Prompts of different lengths decoded together on the GPU (left padding masked, the shorter ones past the
-    hybrid's window) give each prompt's own greedy tokens, in float32."""
+    hybrid's window) give each prompt's own greedy tokens, in float32, on the reuse run's decoding attention and
+    backends with the cache written in place."""
     from kanana_longctx.backends.hfcache import DecodeGroup, PrefixCache
     from kanana_longctx.bench.models import random_model
-    from kanana_longctx.kernels.hf_prefix import prefix_attention
+    from kanana_longctx.kernels.choice import decode_sdpa_context
+    from kanana_longctx.kernels.hf_prefix import model_attention, prefix_attention
 
     model = random_model(name, device="cuda", dtype="float32", yarn=False)
     gen = torch.Generator().manual_seed(2)
     prompts = [torch.randint(0, 1000, (n,), generator=gen).tolist() for n in (500, 170, 320)]
     never = lambda out: False  # noqa: E731
     with torch.inference_mode(), prefix_attention(model):
-        group, alone = DecodeGroup(model, [len(p) for p in prompts]), []
+        group, alone = DecodeGroup(model, [len(p) for p in prompts], max_new_tokens=8), []
         for ids in prompts:
             cache = PrefixCache(model, chunk_tokens=256)
             logits = cache.extend(ids, 0, want_logits=True)
             group.add(cache, logits)
             alone.append(cache.greedy(logits, max_new_tokens=8, stop=never))
-        assert group.greedy(max_new_tokens=8, stop=never) == alone
+        with model_attention(model), decode_sdpa_context("cudnn", torch.device("cuda")):
+            assert group.greedy(max_new_tokens=8, stop=never) == alone

@@ -134,7 +134,8 @@ class _Decoder:
             self.groups = self._plan(cache)
         if self.group is None:
             members = self.groups.pop(0)
-            self.group = DecodeGroup(self.loaded.model, [len(self.ids[self.order[m]]) for m in members])
+            self.group = DecodeGroup(self.loaded.model, [len(self.ids[self.order[m]]) for m in members],
+                                     max_new_tokens=self.job.max_new_tokens)
             self.members = [self.order[m] for m in members]
         self.group.add(cache, logits)
         if self.group.full:
