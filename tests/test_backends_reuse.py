@@ -38,6 +38,16 @@ def _loaded(name: str):
     return finish_loaded(model, "cpu", "float32", "sdpa", None)
 
 
+class _Notes:  # a reporter that keeps the run's notes
+    def __init__(self):
+        self.lines = []
+
+    def start(self, total, done, description): ...
+    def advance(self, record): ...
+    def note(self, message): self.lines.append(message)
+    def stop(self): ...
+
+
 def _outputs(path) -> dict:
     return {r.probe_id: (r.output, r.new_tokens) for r in load_results(path)[0]}
 
@@ -47,8 +57,9 @@ def test_reuse_outputs_are_the_plain_loops(name, probe_set, smollm2_tokenizer, t
     monkeypatch.setattr(reuse, "chunk_tokens_for", lambda device: 128)
     loaded = _loaded(name)
     options = RunOptions(max_new_tokens=6)
+    notes = _Notes()
     ours = execute(probe_set, dataclasses.replace(options, engine="reuse"), tmp_path / "reuse", loaded=loaded,
-                   tokenizer=smollm2_tokenizer)
+                   tokenizer=smollm2_tokenizer, reporter=notes)
     plain = execute(probe_set, dataclasses.replace(options, engine="hf"), tmp_path / "hf", loaded=loaded,
                     tokenizer=smollm2_tokenizer)
     assert ours.backend.engine == "reuse" and plain.backend.engine == "hf"
@@ -59,6 +70,9 @@ def test_reuse_outputs_are_the_plain_loops(name, probe_set, smollm2_tokenizer, t
     assert 0 < ours.computed_flops < plain.computed_flops
     assert ours.prefill_seconds > 0 and ours.decode_seconds > 0
     assert ours.kv_rows == CPU_DECODE_ROWS  # 6 probes: decoded as groups of 4 and 2, lengths 300 and 700 mixed
+    steps = sum(max(r.new_tokens for r in g) - 1 for g in (records[:4], records[4:]))
+    assert any(f"decoded in 2 groups of up to 4 KV rows (at most 4): {steps} batched steps" in n
+               for n in notes.lines), notes.lines
 
 
 @pytest.mark.parametrize("room", (8, 3))

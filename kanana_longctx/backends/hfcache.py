@@ -189,6 +189,7 @@ class DecodeGroup:
         self.room = self.width + max(0, int(max_new_tokens))
         self.cache = DynamicCache()
         self.first: list = []
+        self.steps = 0  # batched forwards `greedy` ran
         self._kwarg = cache_kwarg(model)
 
     @property
@@ -235,6 +236,7 @@ class DecodeGroup:
             out = self.model(input_ids=ids, position_ids=(lengths + step)[:, None], attention_mask=mask,
                              use_cache=True, logits_to_keep=1, **{self._kwarg: self.cache})
             step += 1
+            self.steps = step
             for i, token in enumerate(out.logits[:, -1].argmax(-1).tolist()):
                 if not done[i]:
                     outs[i].append(token)

@@ -112,6 +112,8 @@ class _Decoder:
         self.members: list[int] = []  # the current group's probes, in row order
         self.own: dict[int, tuple[float, int]] = {}  # probe -> (its prefill seconds, tokens it computed)
         self.widest = 0
+        self.groups_done = 0
+        self.steps = 0  # batched decoding steps over all groups
         self.weights = gpu.allocated_bytes() if self.loaded.device == "cuda" else 0
         options = backend.model.options
         self.max_rows = options.batch_size or (MAX_DECODE_ROWS if self.loaded.device == "cuda" else CPU_DECODE_ROWS)
@@ -166,6 +168,8 @@ class _Decoder:
         seconds = time.perf_counter() - t
         self.seconds["decode"] += seconds
         self.widest = max(self.widest, len(outs))
+        self.groups_done += 1
+        self.steps += self.group.steps
         model, share = self.backend.model, seconds / len(outs)
         rows = []
         for probe, out in zip(self.members, outs):
@@ -176,4 +180,6 @@ class _Decoder:
         self.sink.write(rows)
 
     def describe(self) -> str:
-        return f"decoded in groups of up to {kv_rows_text(self.widest)} (at most {self.max_rows})"
+        per_step = f", {1e3 * self.seconds['decode'] / self.steps:.1f} ms a step" if self.steps else ""
+        return (f"decoded in {self.groups_done} groups of up to {kv_rows_text(self.widest)} (at most {self.max_rows}): "
+                f"{self.steps} batched steps{per_step}")
