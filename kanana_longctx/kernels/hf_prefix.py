@@ -7,9 +7,11 @@ Usage: with prefix_attention(model) as name: cache.extend(...)   # name: the att
 Why: for queries shorter than the keys transformers hands SDPA a dense boolean mask, which no flash kernel
 accepts (the memory-efficient kernel runs it, at about half FA2's rate on Hopper: docs/performance.md). A
 single unpadded sequence needs no mask beyond "causal, aligned to the last key", which torch's `causal_lower_right`
-says without materialising it. Everything else (prefill from position 0, one-token decode steps, a sliding-window
-layer whose keys reach past its window, any other mask) goes to transformers' SDPA unchanged. Registered under
-its own name in transformers' attention and mask registries, and set on the model only for the reuse run.
+says without materialising it. Everything else (prefill from position 0, one-token steps, a sliding-window
+layer whose keys reach past its window, any other mask) goes to transformers' SDPA unchanged. A decoding group's
+one-token steps (`model_attention`) have an attention of their own, `_decode_sdpa`, which reads grouped K/V heads
+in place. Both are registered under their own names in transformers' attention and mask registries, and set on
+the model only for the reuse run.
 """
 
 from __future__ import annotations
