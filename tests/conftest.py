@@ -117,3 +117,21 @@ def llama_cpp_python_server(server_build, smollm2_gguf, server_logs):
 
     with start(server_build, smollm2_gguf, server_logs, context=4096) as server:
         yield server
+
+
+class KeepingReporter:
+    """A run reporter that keeps what the run says: its notes and the probes it advanced over."""
+
+    def __init__(self):
+        self.lines, self.advanced = [], []
+
+    def start(self, total, done, description): ...
+    def advance(self, record): self.advanced.append(record.probe_id)
+    def note(self, message): self.lines.append(message)
+    def stop(self): ...
+
+
+@pytest.fixture
+def keeping_reporter():
+    """The class of a reporter that keeps the run's notes (call it for a fresh one per run)."""
+    return KeepingReporter

@@ -63,18 +63,9 @@ def probe_set(smollm2_tokenizer):
     return build_probe_set(ProbeRequest(lengths=(300, 600), depths=(0, 100), haystack="noise"), smollm2_tokenizer)
 
 
-class Notes:
-    def __init__(self):
-        self.lines, self.advanced = [], []
-
-    def start(self, total, done, description): ...
-    def advance(self, record): self.advanced.append(record.probe_id)
-    def note(self, message): self.lines.append(message)
-    def stop(self): ...
-
-
-def test_a_registered_backend_runs_through_the_unchanged_runner(echo_registered, probe_set, smollm2_tokenizer, tmp_path):
-    notes = Notes()
+def test_a_registered_backend_runs_through_the_unchanged_runner(echo_registered, probe_set, smollm2_tokenizer, tmp_path,
+                                                               keeping_reporter):
+    notes = keeping_reporter()
     options = RunOptions()
     summary = execute(probe_set, options, tmp_path, reporter=notes, tokenizer=smollm2_tokenizer)
     assert len(EchoBackend.opened) == 1 and summary.backend.engine == "echo"
@@ -91,7 +82,7 @@ def test_a_registered_backend_runs_through_the_unchanged_runner(echo_registered,
     assert "echo answers from memory" in summary.notes
     assert summary.backend.describe() == "engine echo, endpoint http://127.0.0.1:1/v1"
     assert summary.accuracy == 0.5 and "echo: L300-D0" in notes.lines
-    again = execute(probe_set, options, tmp_path, reporter=Notes(), tokenizer=smollm2_tokenizer)
+    again = execute(probe_set, options, tmp_path, reporter=keeping_reporter(), tokenizer=smollm2_tokenizer)
     assert (again.skipped, again.ran) == (4, 0)  # resume knows nothing of the backend either
 
 

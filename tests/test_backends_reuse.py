@@ -38,26 +38,16 @@ def _loaded(name: str):
     return finish_loaded(model, "cpu", "float32", "sdpa", None)
 
 
-class _Notes:  # a reporter that keeps the run's notes
-    def __init__(self):
-        self.lines = []
-
-    def start(self, total, done, description): ...
-    def advance(self, record): ...
-    def note(self, message): self.lines.append(message)
-    def stop(self): ...
-
-
 def _outputs(path) -> dict:
     return {r.probe_id: (r.output, r.new_tokens) for r in load_results(path)[0]}
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
-def test_reuse_outputs_are_the_plain_loops(name, probe_set, smollm2_tokenizer, tmp_path, monkeypatch):
+def test_reuse_outputs_are_the_plain_loops(name, probe_set, smollm2_tokenizer, tmp_path, monkeypatch, keeping_reporter):
     monkeypatch.setattr(reuse, "chunk_tokens_for", lambda device: 128)
     loaded = _loaded(name)
     options = RunOptions(max_new_tokens=6)
-    notes = _Notes()
+    notes = keeping_reporter()
     ours = execute(probe_set, dataclasses.replace(options, engine="reuse"), tmp_path / "reuse", loaded=loaded,
                    tokenizer=smollm2_tokenizer, reporter=notes)
     plain = execute(probe_set, dataclasses.replace(options, engine="hf"), tmp_path / "hf", loaded=loaded,

@@ -229,14 +229,13 @@ class DecodeGroup:
         done = [len(o) >= max_new_tokens or stop(o) for o in outs]
         lengths = torch.tensor(self.lengths, device=device)
         mask = (torch.arange(self.width, device=device)[None] >= (self.width - lengths)[:, None]).long()
-        step = 0
+        self.steps = 0
         while not all(done):
             ids = torch.tensor([o[-1] for o in outs], dtype=torch.long, device=device)[:, None]
             mask = torch.cat([mask, mask.new_ones(len(outs), 1)], dim=1)
-            out = self.model(input_ids=ids, position_ids=(lengths + step)[:, None], attention_mask=mask,
+            out = self.model(input_ids=ids, position_ids=(lengths + self.steps)[:, None], attention_mask=mask,
                              use_cache=True, logits_to_keep=1, **{self._kwarg: self.cache})
-            step += 1
-            self.steps = step
+            self.steps += 1
             for i, token in enumerate(out.logits[:, -1].argmax(-1).tolist()):
                 if not done[i]:
                     outs[i].append(token)
