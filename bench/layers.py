@@ -14,50 +14,13 @@ are on the full FLOPs of each case (`suffix_flops`), whatever the trimmed last l
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from kanana_longctx.bench.timing import cuda_seconds, emit_row, first_call_seconds, write_rows
+from kanana_longctx.bench.timing import cuda_seconds, emit_row, first_call_seconds, profile_split, write_rows
 
 CASES = ((0, 32768), (28672, 4096), (15360, 1024), (8000, 256))  # (cached prefix, suffix tokens)
 JOINED = (6, 8000, 256)  # rows, cached prefix, suffix tokens per row
-
-
-def kernel_group(name: str) -> str:
-    low = name.lower()
-    if any(k in low for k in ("cudnn", "fmha", "flash", "attention", "sdpa")):
-        return "attention"
-    if "merge" in low:
-        return "merge"
-    if any(k in low for k in ("gemm", "nvjet", "cutlass", "sm90_xmma", "matmul")):
-        return "matmul"
-    if "triton" in low:
-        return "fused elementwise (triton)"
-    return "other elementwise / copies"
-
-
-def profile_split(fn) -> dict:
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        wall = time.perf_counter() - t
-    groups: dict[str, float] = {}
-    for event in prof.key_averages():
-        us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
-        if us and event.key and not event.key.startswith("ProfilerStep"):
-            g = kernel_group(event.key)
-            groups[g] = groups.get(g, 0.0) + us / 1e6
-    busy = sum(groups.values())
-    out = {g: round(s, 4) for g, s in sorted(groups.items(), key=lambda kv: -kv[1])}
-    out["gpu_busy_s"] = round(busy, 4)
-    out["wall_s"] = round(wall, 4)
-    return out
 
 
 def main() -> None:

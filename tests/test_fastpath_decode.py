@@ -29,11 +29,14 @@ def test_eager_and_static_graph_steps_decode_like_generate(tiny):
     assert static == ref
 
 
-@pytest.mark.parametrize("splits, varlen", [(None, True), (4, False), (4, True)])
-def test_rows_decode_together_like_generate_each(tiny, splits, varlen):
+@pytest.mark.parametrize(
+    "splits, varlen, fused", [(None, True, False), (4, False, False), (4, True, False), (4, True, True), (None, False, True)]
+)
+def test_rows_decode_together_like_generate_each(tiny, splits, varlen, fused):
     """Three probes in three buffer rows (two sharing a prefix copied between rows) step together in the static
     decode step; each output equals its own generate, whatever the others do, and a row that stops early stays
-    stopped. A fourth row has no probe and is parked."""
+    stopped. A fourth row has no probe and is parked. `fused`: the step runs the engine's fused layer halves with
+    the rows as one sequence's tokens (the engine's default), else transformers' modules."""
     model, loaded = tiny
     gen = torch.Generator().manual_seed(6)
     base = torch.randint(0, 1000, (150,), generator=gen)
@@ -46,7 +49,8 @@ def test_rows_decode_together_like_generate_each(tiny, splits, varlen):
     fast.kv.copy_prefix(0, 1, 0, 60)  # row 1 reuses probe 0's first 60 positions (its own prefix)
     first1 = fast.prefill(probes[1][60:], 60, row=1)
     first2 = fast.prefill(probes[2], 0, row=2)
-    decoder = GraphDecoder(fast.parts, fast.kv, splits=splits, varlen=varlen)  # 4: split-KV decoding (CUDA's default), 4 x 50 keys
+    assert fast.fused is not None
+    decoder = GraphDecoder(fast.parts, fast.kv, splits=splits, varlen=varlen, layers=fast.fused if fused else None)  # 4: split-KV decoding (CUDA's default), 4 x 50 keys
     assert decoder.splits(200) == (4 if splits else 1)
     outs = decoder.generate_rows(
         [(0, int(first0.argmax()), 150, lambda out: False),
@@ -127,3 +131,30 @@ def test_static_step_ignores_stale_values_in_masked_positions(tiny):
     logits = fast.prefill(ids, 0)
     out = GraphDecoder(fast.parts, fast.kv).generate_rows([(0, int(logits.argmax()), 100, lambda toks: False)], 5)[0]
     assert out == ref
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_each_row_steps_at_its_own_position(fused):
+    """Rows at different positions in one step (the fused halves take them as one sequence's tokens, each with its
+    own rotary position) decode like generate. The tiny model's attention is nearly uniform, so a row stepped at
+    another row's position would still pass the tests above; here its q and k projections are scaled up, which
+    makes attention peaked and positions matter (checked: with the rows' positions permuted, every row fails)."""
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.bench.models import random_model
+
+    model = random_model("tiny", device="cpu", dtype="float32", yarn=True)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(4.0)
+            layer.self_attn.k_proj.weight.mul_(4.0)
+    loaded = finish_loaded(model, "cpu", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
+    gen = torch.Generator().manual_seed(6)
+    probes = [torch.randint(0, 1000, (n,), generator=gen) for n in (150, 130, 90)]
+    refs = [_generate(model, p, 7) for p in probes]
+    fast = PrefixReusingLlama(loaded, max_tokens=200, rows=4)
+    firsts = [fast.prefill(p, 0, row=r) for r, p in enumerate(probes)]
+    decoder = GraphDecoder(fast.parts, fast.kv, splits=4, varlen=True, layers=fast.fused if fused else None)
+    outs = decoder.generate_rows(
+        [(r, int(first.argmax()), len(p), lambda out: False) for r, (first, p) in enumerate(zip(firsts, probes))], 7
+    )
+    assert outs == refs

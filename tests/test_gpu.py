@@ -155,6 +155,52 @@ def test_decode_reads_live_keys_only_on_this_gpu():
     assert varlen_works(torch.device("cuda")) == (True, "")
 
 
+def test_triton_decode_kernel_passes_its_check_and_is_the_default():
+    """The Triton split-KV kernels pass the decoder's check here, and a decoder left to choose runs them (else
+    decoding falls back to the memory-efficient kernel: correct, but slower)."""
+    from kanana_longctx.fastpath.decode import GraphDecoder, split_mode_works
+    from kanana_longctx.fastpath.kv import KVBuffer
+    from kanana_longctx.fastpath.layers import ModelParts
+    from kanana_longctx.bench.models import random_model
+
+    assert split_mode_works(torch.device("cuda"), "triton") == (True, "")
+    model = random_model("tiny", device="cuda", dtype="bfloat16", yarn=False)
+    parts = ModelParts.of(model)
+    kv = KVBuffer(parts.dims, rows=2, capacity=4096, dtype=torch.bfloat16, device=torch.device("cuda"))
+    decoder = GraphDecoder(parts, kv)
+    assert decoder.triton and decoder.fallback_note == ""
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("rows, kv_heads, groups, head_dim", [(8, 3, 3, 64), (8, 8, 4, 128), (8, 4, 7, 128)])
+def test_triton_decode_kernel_matches_float64_attention(rows, kv_heads, groups, head_dim, dtype, tolerance):
+    """The Triton decode attention, SmolLM2's, an 8B model's and the 2.1B shape's head layouts: rows of very
+    different lengths, three parked rows with one live key, splits without any live key, junk in freed memory;
+    float32 matches float64 to rounding (no TF32), bfloat16 to its precision."""
+    from kanana_longctx.kernels.choice import TRITON_SPLIT_MIN_KEYS, triton_split_count
+    from kanana_longctx.kernels.decode_triton import triton_split_attention
+    from kanana_longctx.kernels.split_kv import SplitLayout
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    n = 17408
+    q, k, v = (torch.randn(rows, kv_heads, length, head_dim, device="cuda", generator=gen).to(dtype)
+               for length in (groups, n, n))
+    live = torch.tensor([1030, 2050, 4100, 8200, 16400, 1, 1, 1], device="cuda")
+    splits = triton_split_count(rows, kv_heads, n, 132)
+    layout = SplitLayout(rows, kv_heads, groups, n, splits, q.device, min_keys=TRITON_SPLIT_MIN_KEYS)
+    layout.fit(16423)
+    for _ in range(4):
+        torch.full((1 << 16,), 1e4, device="cuda")
+    got = triton_split_attention(q, k, v, live, layout.span, splits=splits, scale=0.125)
+    assert got.dtype == dtype and got.shape == q.shape
+    for r, length in enumerate(live.tolist()):
+        ref, _ = reference_attention_with_lse(
+            q[r : r + 1].double(), k[r : r + 1, :, :length].double(), v[r : r + 1, :, :length].double(),
+            causal=False, scale=0.125,
+        )
+        assert _rel(got[r : r + 1], ref) < tolerance, f"row {r} ({length} live keys)"
+
+
 def test_memory_cached_by_an_earlier_run_counts_as_free():
     """A block freed back to PyTorch's caching allocator is still taken for the driver; the runner's memory
     budget (decode rows, batch sizes) counts it as free, so a second run in one process sizes like the first."""

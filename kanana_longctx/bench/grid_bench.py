@@ -181,7 +181,7 @@ def _check_numbers(request: BenchRequest) -> None:
             raise BadInput(f"{flag} must be between {low:,} and {high:,}, got {value!r}")
 
 
-def _setup(request: BenchRequest, say):
+def prepare_bench(request: BenchRequest, say):
     """The probes, the measured matmul rate and the random model: (probe_set, grid name, peak, loaded, tokenizer)."""
     from kanana_longctx.backends.gpu import measure_matmul_tflops
     from kanana_longctx.backends.local import finish_loaded
@@ -246,7 +246,7 @@ def run_bench(request: BenchRequest, progress=None) -> BenchReport:
     say = progress or (lambda message: None)
     if request.subset_only and not request.naive_subset:
         raise BadInput("--subset-only needs --naive-subset N (the probes to time)")
-    probe_set, grid_name, peak, loaded, tokenizer = _setup(request, say)
+    probe_set, grid_name, peak, loaded, tokenizer = prepare_bench(request, say)
     subset = spread_subset(probe_set.probes, request.naive_subset) if request.naive_subset else []
     if request.subset_only:
         probe_set, grid_name = dataclasses.replace(probe_set, probes=tuple(subset)), f"{grid_name} subset"

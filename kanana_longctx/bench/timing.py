@@ -2,6 +2,7 @@
 it) and their output (one JSON line per result row as it comes, all rows as a JSON file at the end).
 
 Usage: seconds = cuda_seconds(lambda: fast.prefill(ids, 0), repeats=3); cold = first_call_seconds(fn)
+       groups = profile_split(lambda: fast.prefill(ids, 0))  # GPU seconds per kernel group
        emit_row(rows, {"case": ..., "s": seconds}); write_rows(rows, args.json)
 """
 
@@ -48,3 +49,48 @@ def write_rows(rows: list, path: str | None) -> None:
     """All rows as one indented JSON file, when a path was given."""
     if path:
         Path(path).write_text(json.dumps(rows, indent=1))
+
+
+def kernel_group(name: str) -> str:
+    """A GPU kernel's group in the profiles of the bench scripts, by its name."""
+    low = name.lower()
+    if any(k in low for k in ("cudnn", "fmha", "flash", "attention", "sdpa")):
+        return "attention"
+    if "merge" in low:
+        return "merge"
+    if any(k in low for k in ("gemm", "gemv", "nvjet", "cutlass", "sm90_xmma", "matmul")):
+        return "matmul"
+    if "triton" in low:
+        return "fused elementwise (triton)"
+    return "other elementwise / copies"
+
+
+def profile_split(fn, *, warm: bool = True) -> dict:
+    """Where the GPU time of one call of `fn` goes (torch.profiler, CUDA kernels only): seconds per kernel group,
+    the kernels launched, the GPU's busy seconds and the call's wall seconds. A warm-up call first, unless `warm`
+    is False (the caller has warmed it up)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    if warm:
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    groups: dict[str, float] = {}
+    kernels = 0
+    for event in prof.key_averages():
+        us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+        if us and event.key and not event.key.startswith("ProfilerStep"):
+            g = kernel_group(event.key)
+            groups[g] = groups.get(g, 0.0) + us / 1e6
+            kernels += event.count
+    busy = sum(groups.values())
+    out = {g: round(s, 4) for g, s in sorted(groups.items(), key=lambda kv: -kv[1])}
+    out["kernels"] = kernels
+    out["gpu_busy_s"] = round(busy, 4)
+    out["wall_s"] = round(wall, 4)
+    return out

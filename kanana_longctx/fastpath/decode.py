@@ -9,13 +9,15 @@ graph reads the current token and position from device tensors, writes K/V at th
 token with argmax and feeds it back, so each replay is one decode step. Grouped query heads are folded into the
 query rows so no K/V is ever expanded.
 
-The step's attention is split-KV (kanana_longctx.kernels.split_kv): each row's keys are cut into splits that run
-in parallel and are merged by their log-sum-exp, each told how many of its keys are live, so a row reads only its
-own prompt; the splits are re-cut per batch (`SplitLayout.fit`) under a single graph. Where that variable-length
-mode is missing or fails its check here (`varlen_works`), shapes must be static: attention runs over a fixed
+The step's attention is split-KV: each row's keys are cut into splits that run in parallel and are merged by their
+log-sum-exp, each reading only its row's live keys; the splits are re-cut per batch (`SplitLayout.fit`) under a
+single graph. It runs on two Triton kernels of our own (kanana_longctx.kernels.decode_triton) where they pass
+their check here (`split_mode_works`), else on the memory-efficient kernel's variable-length mode
+(kanana_longctx.kernels.split_kv). Where neither does, shapes must be static: attention runs over a fixed
 capacity (a few buckets per doubling, >= MIN_BUCKET, at most the buffer, one graph each) and a -inf bias masks
 the dead keys, which the kernel still reads. On the CPU (tests) one masked SDPA call over the capacity replaces
-the splits.
+the splits. The rest of the step runs on the engine's fused layer halves (fastpath.layers.FusedLayers, compiled
+on CUDA) with the rows as the tokens of one sequence, where the engine has them.
 
 Every row of the KV buffer steps at once (one weight read per step for all of them: decoding is memory-bound, so
 a batch of probes costs little more than one). Rows without a probe are parked on a scratch position past every
@@ -31,6 +33,7 @@ from kanana_longctx.fastpath.kv import KVBuffer
 from kanana_longctx.fastpath.layers import ModelParts, module_qkv
 from kanana_longctx.kernels import choice
 from kanana_longctx.kernels.attention import reference_attention_with_lse
+from kanana_longctx.kernels.decode_triton import triton_decode_available, triton_split_attention
 from kanana_longctx.kernels.split_kv import SplitLayout, mask_bias, split_kv_attention, split_kv_attention_varlen
 
 MIN_BUCKET = 4096
@@ -54,14 +57,16 @@ def capture_graph(fn, *, prepare=lambda: None, warmups: int = 2):
     return graph, out
 
 
-def varlen_works(device) -> tuple[bool, str]:
-    """Whether the kernel's variable-length mode gives exact attention here, eagerly and replayed from a CUDA
-    graph captured under another cut of the splits (it is a private op: its arguments may change between torch
-    releases, and the decoder relies on it reading offsets and key counts from device memory at every replay).
+def split_mode_works(device, mode: str = "varlen") -> tuple[bool, str]:
+    """Whether a live-key split mode gives exact attention here, eagerly and replayed from a CUDA graph captured
+    under another cut of the splits: "varlen", the memory-efficient kernel's variable-length mode (a private op:
+    its arguments may change between torch releases), or "triton" (kernels.decode_triton, compiled here on first
+    use). The decoder relies on both reading the cut and the key counts from device memory at every replay.
     Float32, so that any error beyond rounding shows, with a split that has no live key and freed memory full of
     junk beforehand, so that an output the kernel does not write cannot pass for a right one."""
     if device.type != "cuda":
         return True, ""
+    what = {"varlen": "variable-length split-KV", "triton": "the Triton split-KV kernel"}[mode]
     try:
         gen = torch.Generator(device=device).manual_seed(0)
         rows, hkv, g, d, n, splits = 2, 2, 4, 128, 16384, 2
@@ -73,50 +78,82 @@ def varlen_works(device) -> tuple[bool, str]:
             for r, n in enumerate(live.tolist())
         ])
         layout = SplitLayout(rows, hkv, g, n, splits, device)  # cut for the whole buffer: 2 x 8192 keys
-        graph, replayed = capture_graph(
-            lambda: split_kv_attention_varlen(q, k, v, layout.seqlen_k(live), layout, scale=0.1), warmups=1
-        )
+
+        def attend():
+            if mode == "triton":
+                return triton_split_attention(q, k, v, live, layout.span, splits=splits, scale=0.1)
+            return split_kv_attention_varlen(q, k, v, layout.seqlen_k(live), layout, scale=0.1)
+
+        graph, replayed = capture_graph(attend, warmups=1)
         layout.fit(3000)  # 2 x 1500 keys, row 0's second split empty: the graph must read the new cut
         for _ in range(4):  # junk in freed blocks of the sizes the kernel allocates
             torch.full((1 << 16,), 1e4, device=device)
-        eager = split_kv_attention_varlen(q, k, v, layout.seqlen_k(live), layout, scale=0.1)
+        eager = attend()
         graph.replay()
         torch.cuda.synchronize()
         for got in (eager, replayed):
             err = float((got.double() - expected).norm() / expected.norm())
             if not err < 1e-4:
-                return False, f"variable-length split-KV differs from the masked call (rel. error {err:.1e})"
+                return False, f"{what} differs from float64 attention (rel. error {err:.1e})"
         return True, ""
-    except Exception as exc:  # noqa: BLE001 - a private op that is missing or changed: use the masked call
-        return False, f"variable-length split-KV unavailable ({type(exc).__name__})"
+    except Exception as exc:  # noqa: BLE001 - missing, changed or failing to compile: the next mode runs
+        return False, f"{what} unavailable ({type(exc).__name__})"
+
+
+def varlen_works(device) -> tuple[bool, str]:
+    """`split_mode_works` for the memory-efficient kernel's variable-length mode."""
+    return split_mode_works(device, "varlen")
 
 
 class GraphDecoder:
     """Greedy decoding of every row of a KV buffer at once, from CUDA graphs on CUDA (eagerly elsewhere)."""
 
-    def __init__(self, parts: ModelParts, kv: KVBuffer, splits: int | None = None, varlen: bool | None = None):
-        """`parts`: the model's modules; `kv`: the buffer it prefilled. `splits`: split-KV parts per step (None:
-        chosen from the GPU's SM count; 1 on CPU, where one fused SDPA call over the masked capacity runs
-        instead). `varlen`: splits read only their live keys, cut per batch under one graph (None: where
-        `varlen_works`); else per-capacity graphs with masked splits."""
+    def __init__(self, parts: ModelParts, kv: KVBuffer, splits: int | None = None, varlen: bool | None = None,
+                 layers=None, triton: bool | None = None):
+        """`parts`: the model's modules; `kv`: the buffer it prefilled. `layers`: the engine's
+        fastpath.layers.FusedLayers, whose (compiled) halves then run the step's norms, projections, RoPE and MLP
+        with the rows as their tokens (None: transformers' modules, layer by layer). `splits`: split-KV parts per
+        step (None: chosen from the GPU's SM count; 1 on CPU, where one fused SDPA call over the masked capacity
+        runs instead). The step's attention reads live keys only, cut per batch under one graph: on the Triton
+        kernels (kernels.decode_triton) where `triton` (None: where they run and pass `split_mode_works`, unless
+        `varlen` is given), else on the memory-efficient kernel's variable-length mode where `varlen` (None: where
+        it passes its check); otherwise per-capacity graphs with masked splits."""
         self.parts = parts
         self.kv = kv
+        self.layers = layers
         self._splits = splits
-        self.varlen_note = ""
+        self.fallback_note = ""  # what the decoder fell back from, for the run's report
         dev = kv.device
-        if varlen is None:
-            varlen, self.varlen_note = varlen_works(dev)
-        self.varlen = varlen
-        self._sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 0
         rows, dims = kv.rows, parts.dims
-        self.layout = None  # the variable-length split layout, when decoding uses it
-        if varlen:
+        self._sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 0
+        self.triton = bool(triton)  # asked for: no check (the benchmarks, the tests under Triton's interpreter)
+        if triton is None and varlen is None and dev.type == "cuda":
+            if triton_decode_available(torch.empty(1, 1, 1, dims.head_dim, dtype=kv.dtype, device=dev)):
+                self.triton, note = split_mode_works(dev, "triton")
+            else:
+                note = "the Triton split-KV kernel is not available"
+            if not self.triton:
+                self.fallback_note = note + "; decoding on the memory-efficient kernel"
+        if varlen is None:
+            varlen = True
+            if not self.triton:
+                varlen, note = varlen_works(dev)
+                if not varlen:
+                    self.fallback_note = note + "; the decode step reads whole capacity buckets"
+        self.varlen = varlen or self.triton
+        self.layout = None  # the live-key split layout, when decoding uses one
+        if self.varlen:
             if splits is not None:
                 count = splits
+            elif not self._sms:
+                count = 1
+            elif self.triton:
+                count = choice.triton_split_count(rows, dims.kv_heads, kv.capacity, self._sms)
             else:
-                count = choice.live_split_count(rows, dims.kv_heads, kv.capacity, self._sms) if self._sms else 1
-            if count > 1:
-                self.layout = SplitLayout(rows, dims.kv_heads, dims.groups, kv.capacity, count, dev)
+                count = choice.live_split_count(rows, dims.kv_heads, kv.capacity, self._sms)
+            if count > 1 or self.triton:
+                min_keys = choice.TRITON_SPLIT_MIN_KEYS if self.triton else choice.SPLIT_MIN_KEYS
+                self.layout = SplitLayout(rows, dims.kv_heads, dims.groups, kv.capacity, count, dev, min_keys=min_keys)
         self.token = torch.zeros(rows, dtype=torch.long, device=dev)
         self.position = torch.zeros(rows, dtype=torch.long, device=dev)
         self.advance = torch.ones(rows, dtype=torch.long, device=dev)  # 0 parks a row without a probe
@@ -160,40 +197,69 @@ class GraphDecoder:
         the masked attention (None with the variable-length layout, which counts them instead)."""
         parts, kv, dims = self.parts, self.kv, self.parts.dims
         rows = kv.rows
-        x, cos, sin = parts.embed(self.token[:, None], self.position[:, None])  # x: (rows, 1, hidden)
         # Clamped: parked rows and the warm-up sit at the scratch position, which may lie beyond a small bucket
         # (their mask is never used for real output, and real positions are always inside the capacity).
         seen = torch.clamp(self.position, max=capacity - 1)
-        groups = dims.groups
         splits = self.splits(capacity)
         layout = self.layout
-        if layout is not None:  # live keys per split: [0, position] of live rows, one key of parked ones
-            seqlen_k = layout.seqlen_k(torch.where(self.advance > 0, seen + 1, 1))
+        bias = None
+        if layout is not None:  # live keys: [0, position] of live rows, one key of parked ones
+            live = torch.where(self.advance > 0, seen + 1, 1)
+            seqlen_k = None if self.triton else layout.seqlen_k(live)
         else:
+            seqlen_k = None
             mask[self._row_index, 0, 0, seen] = self._true  # a device tensor: a Python True would be a host copy
             if splits > 1:  # the mask as an additive bias in the split layout, built once for all layers
-                bias = mask_bias(mask[:, 0, 0], rows, dims.kv_heads, splits, groups, x.dtype)
-        for i, layer in enumerate(parts.layers):
+                bias = mask_bias(mask[:, 0, 0], rows, dims.kv_heads, splits, dims.groups, kv.dtype)
+
+        def attend(i, layer, q, k, v):
+            """Write this step's K/V (rows, kv_heads, head_dim) and attend q (rows, kv_heads, groups, head_dim)."""
             attn = layer.self_attn
-            q, k, v = module_qkv(layer, x, cos, sin, dims.heads, dims.kv_heads, dims.head_dim)  # (rows, heads, 1, d)
             k_cache, v_cache = kv.k[i], kv.v[i]
-            k_cache[self._row_index, :, self.position] = k[:, :, 0]
-            v_cache[self._row_index, :, self.position] = v[:, :, 0]
-            qf = q.reshape(rows, dims.kv_heads, groups, dims.head_dim)
+            k_cache[self._row_index, :, self.position] = k
+            v_cache[self._row_index, :, self.position] = v
+            if self.triton:
+                return triton_split_attention(q, k_cache, v_cache, live, layout.span, splits=layout.splits,
+                                              scale=attn.scaling)
             if layout is not None:
-                o = split_kv_attention_varlen(qf, k_cache, v_cache, seqlen_k, layout, scale=attn.scaling)
-            elif splits > 1:
-                o = split_kv_attention(qf, k_cache, v_cache, bias, capacity=capacity, splits=splits, scale=attn.scaling)
-            else:
-                o = F.scaled_dot_product_attention(
-                    qf, k_cache[:, :, :capacity], v_cache[:, :, :capacity], attn_mask=mask, scale=attn.scaling,
-                )
-            x = x + attn.o_proj(o.reshape(rows, 1, dims.attention_width))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        logits = parts.logits(x)[:, -1]
+                return split_kv_attention_varlen(q, k_cache, v_cache, seqlen_k, layout, scale=attn.scaling)
+            if splits > 1:
+                return split_kv_attention(q, k_cache, v_cache, bias, capacity=capacity, splits=splits, scale=attn.scaling)
+            return F.scaled_dot_product_attention(
+                q, k_cache[:, :, :capacity], v_cache[:, :, :capacity], attn_mask=mask, scale=attn.scaling,
+            )
+
+        if self.layers is not None:
+            logits = self._fused_layers(attend)
+        else:
+            logits = self._module_layers(attend)
         self.next_token.copy_(torch.argmax(logits, dim=-1))
         self.token.copy_(self.next_token)
         self.position.add_(self.advance)
+
+    def _module_layers(self, attend) -> torch.Tensor:
+        """The step through transformers' modules, the rows as a batch of one-token sequences: logits (rows, V)."""
+        parts, dims, rows = self.parts, self.parts.dims, self.kv.rows
+        x, cos, sin = parts.embed(self.token[:, None], self.position[:, None])  # x: (rows, 1, hidden)
+        for i, layer in enumerate(parts.layers):
+            q, k, v = module_qkv(layer, x, cos, sin, dims.heads, dims.kv_heads, dims.head_dim)  # (rows, heads, 1, d)
+            o = attend(i, layer, q.reshape(rows, dims.kv_heads, dims.groups, dims.head_dim), k[:, :, 0], v[:, :, 0])
+            x = x + layer.self_attn.o_proj(o.reshape(rows, 1, dims.attention_width))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return parts.logits(x)[:, -1]
+
+    def _fused_layers(self, attend) -> torch.Tensor:
+        """The step through the engine's fused layer halves, the rows as the tokens of one sequence (their own
+        positions): the same few fused kernels a prefill runs instead of a dozen small ones per module, which in
+        a step that reads little more than the weights and the KV are a large share of the time. Logits (rows, V)."""
+        parts, dims, rows, fused = self.parts, self.parts.dims, self.kv.rows, self.layers
+        x, cos, sin = parts.embed(self.token[None], self.position[None])  # x: (1, rows, hidden)
+        for i, layer in enumerate(parts.layers):
+            q, k, v = fused.pre(i, x, cos, sin)  # (1, heads, rows, d)
+            q = q[0].transpose(0, 1).reshape(rows, dims.kv_heads, dims.groups, dims.head_dim)
+            o = attend(i, layer, q, k[0].transpose(0, 1), v[0].transpose(0, 1))  # (rows, kv_heads, groups, d)
+            x = fused.post(i, x, o.reshape(rows, dims.heads, dims.head_dim).transpose(0, 1)[None])
+        return parts.logits(x)[0]
 
     def _graph(self, capacity: int):
         if capacity in self._graphs:

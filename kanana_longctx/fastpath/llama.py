@@ -133,7 +133,7 @@ class PrefixReusingLlama:
         if self.trim_last_layer:
             parts.append("last layer for the logits' rows only")
         if self.device.type == "cuda" and self.use_graphs:
-            parts.append("CUDA-graph decode with split-KV attention")
+            parts.append("CUDA-graph decode with split-KV attention" + (" on the fused layers" if self.fused is not None else ""))
         return ", ".join(parts)
 
     def _example_inputs(self, tokens: int):
@@ -154,8 +154,8 @@ class PrefixReusingLlama:
         if self.fused is not None and self.fused.compile_error:
             notes.append(self.fused.describe())
         decoder = self._graph_decoder
-        if decoder is not None and decoder.varlen_note:
-            notes.append(f"{decoder.varlen_note}; the decode step reads whole capacity buckets")
+        if decoder is not None and decoder.fallback_note:
+            notes.append(decoder.fallback_note)
         return notes
 
     @torch.inference_mode()
@@ -232,7 +232,7 @@ class PrefixReusingLlama:
             if self.fused is not None:
                 self.fused.finish_background_compile()  # no other thread's kernels inside a graph capture
             if self._graph_decoder is None:
-                self._graph_decoder = GraphDecoder(self.parts, self.kv)
+                self._graph_decoder = GraphDecoder(self.parts, self.kv, layers=self.fused)
             firsts = torch.stack([logits for _, logits, _, _ in requests]).argmax(-1).tolist()
             rows = [(row, first, position, stop) for (row, _, position, stop), first in zip(requests, firsts)]
             return self._graph_decoder.generate_rows(rows, max_new_tokens)

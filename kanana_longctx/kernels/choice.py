@@ -8,7 +8,7 @@ The loader (kanana_longctx.backends.local) records the device, dtype and kernel 
 and the run reports them; the fast engine reports its tiles and decode mode (kanana_longctx.fastpath.llama). The
 kernels themselves (kanana_longctx.kernels.attention, .split_kv, .merge) only carry these decisions out. Two
 things are not decided here but proven where they are used: whether the decode step's variable-length mode is
-exact on this GPU (fastpath.decode.varlen_works) and whether the fused merge applies to a pair of tensors
+exact on this GPU (fastpath.decode.split_mode_works) and whether the fused merge applies to a pair of tensors
 (merge.fused_merge_available). Imports torch only inside functions, so options can be checked cheaply.
 """
 
@@ -236,6 +236,19 @@ def choose_splits(rows: int, kv_heads: int, capacity: int, sms: int) -> int:
         and capacity // (splits * 2) >= SPLIT_MIN_KEYS
         and capacity // (splits * 2) % 16 == 0
     ):
+        splits *= 2
+    return splits
+
+
+TRITON_SPLIT_MIN_KEYS = 256  # the Triton decode kernel's splits: a program's setup is a few blocks of 64 keys
+
+
+def triton_split_count(rows: int, kv_heads: int, buffer_tokens: int, sms: int) -> int:
+    """Splits per row for the Triton decode kernel (kernels.decode_triton): a power of two giving ~4 programs per
+    SM (rows x kv heads x splits of them: a program streams one split's keys, and more of them in flight hide
+    memory latency) while a split of the whole buffer keeps >= TRITON_SPLIT_MIN_KEYS keys."""
+    splits = 1
+    while rows * kv_heads * splits < 4 * sms and buffer_tokens // (splits * 2) >= TRITON_SPLIT_MIN_KEYS:
         splits *= 2
     return splits
 

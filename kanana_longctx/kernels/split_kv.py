@@ -75,9 +75,12 @@ class SplitLayout:
     `groups` queries whose keys start at its split of the row's buffer. The split length lives on the device, so
     `fit` re-cuts the splits for a new batch in place and a graph captured once reads the new cut."""
 
-    def __init__(self, rows: int, kv_heads: int, groups: int, buffer_tokens: int, splits: int, device):
+    def __init__(self, rows: int, kv_heads: int, groups: int, buffer_tokens: int, splits: int, device,
+                 min_keys: int | None = None):
+        """`min_keys`: the shortest split `fit` cuts (None: choice.SPLIT_MIN_KEYS, the memory-efficient kernel's)."""
         self.rows, self.kv_heads, self.groups, self.splits = rows, kv_heads, groups, splits
         self.buffer_tokens = buffer_tokens
+        self.min_keys = choice.SPLIT_MIN_KEYS if min_keys is None else min_keys
         n = rows * kv_heads * splits
         self.seqstart_q = (torch.arange(n + 1, device=device) * groups).to(torch.int32)
         self.seqstart_k = torch.zeros(n + 1, dtype=torch.int32, device=device)
@@ -86,9 +89,9 @@ class SplitLayout:
         self.fit(buffer_tokens)
 
     def fit(self, end: int) -> int:
-        """Cut the splits so that they cover positions [0, end) of every row, each >= SPLIT_MIN_KEYS keys long
+        """Cut the splits so that they cover positions [0, end) of every row, each >= `min_keys` keys long
         (or an equal share of the buffer, when that is shorter); returns the split length. Runs outside graphs."""
-        floor = min(choice.SPLIT_MIN_KEYS, -(-self.buffer_tokens // self.splits))
+        floor = min(self.min_keys, -(-self.buffer_tokens // self.splits))
         span = max(-(-end // self.splits), floor)
         self.span.fill_(span)
         first = torch.arange(self.rows * self.kv_heads, device=self.span.device)[:, None] * self.buffer_tokens

@@ -1,0 +1,166 @@
+"""Where a fast-engine grid run's time goes: our runner on a README grid with every phase timed (synchronised),
+suffix prefills binned by their length, and optionally a torch.profiler window over some batches.
+
+Usage: python bench/grid_phases.py --shape kanana-2.1b --preset readme-32k --tokenizer DIR --max-memory 50
+                                   [--profile-batches 20:28] [--json OUT.json]
+
+Phases: copies between KV rows, the shared haystack stream, the common parts below a needle ("extends"), the
+suffix prefills (`prefill_rows`: each call's tokens, cached prefix and seconds; TFLOP/s on the FLOPs the engine
+computes, binned by the call's tokens), the decoding (`decode_rows`: graph replays and the host loop), and what is
+left of the backend's decode time (scoring and the fsynced results file). The timers synchronise the GPU, so the
+phases add up to a little more than an untimed run. This is a diagnosis for docs/performance.md, not the benchmark
+(`kanana-longctx bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+BINS = (512, 2048, 8192, 16384, 1 << 30)  # suffix tokens of a prefill_rows call, upper bounds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", default="kanana-2.1b")
+    ap.add_argument("--preset", default="readme-32k")
+    ap.add_argument("--tokenizer", default="smollm2")
+    ap.add_argument("--max-memory", type=float, default=50.0)
+    ap.add_argument("--profile-batches", default="", help="a:b, profile batches [a, b) (kernel groups, top kernels)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    from kanana_longctx.backends.fast import FastBackend
+    from kanana_longctx.bench.grid_bench import BenchRequest, _NotesReporter, prepare_bench
+    from kanana_longctx.bench.timing import kernel_group
+    from kanana_longctx.fastpath.decode import GraphDecoder
+    from kanana_longctx.fastpath.kv import KVBuffer
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
+    from kanana_longctx.options import RunOptions
+    from kanana_longctx.plan.flops import ModelShape, span_flops
+    from kanana_longctx.run.check import default_max_new_tokens
+    from kanana_longctx.run.runner import execute
+
+    request = BenchRequest(shape=args.shape, preset=args.preset, tokenizer=args.tokenizer, naive_subset=0,
+                           max_memory_gib=args.max_memory, engine="fast")
+    probe_set, grid_name, peak, loaded, tokenizer = prepare_bench(request, print)
+    shape = ModelShape.from_config(loaded.model.config)
+    sync = torch.cuda.synchronize if loaded.device == "cuda" else (lambda: None)
+    seconds: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    suffix_calls: list[tuple[int, float, float]] = []  # (tokens, seconds, computed FLOPs)
+    steps = [0]
+    depth = [0]
+
+    def timed(name, fn, record=None):
+        def wrapper(*a, **k):
+            if depth[0]:
+                return fn(*a, **k)
+            depth[0] += 1
+            sync()
+            t = time.perf_counter()
+            try:
+                out = fn(*a, **k)
+                sync()
+            finally:
+                depth[0] -= 1
+            dt = time.perf_counter() - t
+            seconds[name] += dt
+            calls[name] += 1
+            if record:
+                record(a, k, out, dt)
+            return out
+        return wrapper
+
+    def record_suffixes(a, k, out, dt):
+        requests = a[1]
+        tokens = sum(len(ids) for ids, _, _ in requests)
+        flops = sum(span_flops(shape, start, len(ids), logits=True, trimmed=True) for ids, start, _ in requests)
+        suffix_calls.append((tokens, dt, flops))
+
+    def record_steps(a, k, out, dt):
+        steps[0] += max(len(o) for o in out) - 1
+
+    KVBuffer.copy_prefix = timed("copies", KVBuffer.copy_prefix)
+    PrefixReusingLlama.prefill_stream = timed("stream", PrefixReusingLlama.prefill_stream)
+    PrefixReusingLlama.prefill = timed("extends", PrefixReusingLlama.prefill)
+    PrefixReusingLlama.prefill_rows = timed("suffixes", PrefixReusingLlama.prefill_rows, record_suffixes)
+    PrefixReusingLlama.decode_rows = timed("decode_rows", PrefixReusingLlama.decode_rows, record_steps)
+    GraphDecoder.__init__ = timed("decoder init (check, first capture)", GraphDecoder.__init__)
+
+    profiler = None
+    window = tuple(int(x) for x in args.profile_batches.split(":")) if args.profile_batches else None
+    batch_index = [0]
+    window_wall = [0.0, 0.0]  # start, seconds
+
+    def stop_profiler():
+        sync()
+        profiler.__exit__(None, None, None)
+        window_wall[1] = time.perf_counter() - window_wall[0]
+        window_wall[0] = 0.0
+    original_prefill = FastBackend._prefill
+
+    def counting_prefill(run, batch, device):
+        nonlocal profiler
+        if window and batch_index[0] == window[0]:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+            profiler.__enter__()
+            window_wall[0] = time.perf_counter()
+        if window and batch_index[0] == window[1] and profiler is not None:
+            stop_profiler()
+        batch_index[0] += 1
+        return original_prefill(run, batch, device)
+
+    FastBackend._prefill = staticmethod(counting_prefill)
+    max_new = default_max_new_tokens(probe_set, tokenizer)
+    options = RunOptions(model=f"random:{args.shape}", max_new_tokens=max_new, max_memory_gib=args.max_memory,
+                         engine="fast")
+    with tempfile.TemporaryDirectory() as tmp:
+        ran = execute(probe_set, options, Path(tmp) / "grid", loaded=loaded, tokenizer=tokenizer,
+                      reporter=_NotesReporter(print))
+    if profiler is not None and window_wall[0]:
+        stop_profiler()
+    out = {
+        "grid": grid_name, "probes": len(probe_set.probes), "wall_s": round(ran.wall_seconds, 2),
+        "setup_s": round(ran.setup_seconds, 2), "prefill_s": round(ran.prefill_seconds, 2),
+        "decode_s": round(ran.decode_seconds, 2), "computed_flops": ran.computed_flops,
+        "phases_s": {k: round(v, 2) for k, v in seconds.items()}, "calls": dict(calls), "decode_steps": steps[0],
+        "batches": batch_index[0],
+    }
+    out["decode_ms_per_step"] = round(seconds["decode_rows"] / max(1, steps[0]) * 1e3, 2)
+    out["decode_outside_decode_rows_s"] = round(ran.decode_seconds - seconds["decode_rows"], 2)
+    bins = []
+    lo = 0
+    for hi in BINS:
+        picked = [c for c in suffix_calls if lo < c[0] <= hi]
+        if picked:
+            s, f = sum(c[1] for c in picked), sum(c[2] for c in picked)
+            bins.append({"tokens": f"{lo + 1}-{hi if hi < 1 << 30 else 'max'}", "calls": len(picked),
+                         "seconds": round(s, 2), "tflops": round(f / s / 1e12, 0)})
+        lo = hi
+    out["suffix_bins"] = bins
+    if profiler is not None:
+        groups: dict[str, float] = defaultdict(float)
+        kernels = []
+        for event in profiler.key_averages():
+            us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+            if us and event.key:
+                groups[kernel_group(event.key)] += us / 1e6
+                kernels.append((us / 1e6, event.count, event.key[:90]))
+        out["profile_window_wall_s"] = round(window_wall[1], 3)
+        out["profile_gpu_busy_s"] = round(sum(groups.values()), 3)
+        out["profile_groups_s"] = {k: round(v, 3) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
+        out["profile_top_kernels"] = [(round(s, 3), n, name) for s, n, name in sorted(kernels, reverse=True)[:25]]
+    print(json.dumps(out, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The Triton split-KV decode kernels (kernels.decode_triton) on the CPU, through Triton's interpreter: their
+bounds, empty splits, parked rows and the merge against float64 attention, and the graph decoder on them decoding
+like generate. Float32 only: the interpreter's bfloat16 matmul is not exact (bfloat16 is checked on the GPU, in
+test_gpu.py). Skipped where Triton is not installed (it is part of the test extra) and on a GPU machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+if torch.cuda.is_available():  # the GPU runs the compiled kernels (test_gpu.py); interpreting them here would
+    pytest.skip("the Triton kernels are tested compiled on this GPU", allow_module_level=True)  # switch all off
+if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("Triton was imported before its interpreter could be switched on", allow_module_level=True)
+os.environ["TRITON_INTERPRET"] = "1"  # read by Triton at import; this process has no GPU, so nothing else runs it
+pytest.importorskip("triton")
+
+from kanana_longctx.kernels import decode_triton  # noqa: E402
+from kanana_longctx.kernels.attention import reference_attention_with_lse  # noqa: E402
+
+
+def _reference(q, k, v, live, scale):
+    return torch.cat([
+        reference_attention_with_lse(q[r : r + 1].double(), k[r : r + 1, :, :n].double(), v[r : r + 1, :, :n].double(),
+                                     causal=False, scale=scale)[0]
+        for r, n in enumerate(live.tolist())
+    ])
+
+
+@pytest.mark.parametrize(
+    "groups, head_dim, splits, span, live",
+    [
+        (7, 128, 4, 170, [650, 1, 130]),  # the 2.1B shape's groups; a parked row; row 2 past its first split
+        (3, 64, 8, 90, [700, 699, 2]),  # SmolLM2's layout; splits of a ragged last block
+        (1, 64, 2, 400, [5, 300, 800]),  # one query head per kv head; the whole buffer live
+        (4, 128, 1, 800, [800, 17, 64]),  # one split
+    ],
+)
+def test_split_attention_matches_float64(groups, head_dim, splits, span, live):
+    gen = torch.Generator().manual_seed(groups * splits)
+    rows, kv_heads, capacity = 3, 2, 800
+    q = torch.randn(rows, kv_heads, groups, head_dim, generator=gen)
+    k, v = (torch.randn(rows, kv_heads, capacity, head_dim, generator=gen) for _ in range(2))
+    live = torch.tensor(live)
+    out = decode_triton.triton_split_attention(q, k, v, live, torch.tensor(span), splits=splits, scale=0.09)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert float((out.double() - _reference(q, k, v, live, 0.09)).norm() / _reference(q, k, v, live, 0.09).norm()) < 1e-6
+
+
+def test_keys_beyond_the_live_ones_are_never_read():
+    """NaN in every position past a row's live keys (and in the keys' padding of the last block) cannot reach the
+    output: the kernel masks its loads, not just its scores."""
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 2, 4, 64, generator=gen)
+    k, v = (torch.randn(2, 2, 512, 64, generator=gen) for _ in range(2))
+    live = torch.tensor([100, 333])
+    for cache in (k, v):
+        cache[0, :, 100:] = float("nan")
+        cache[1, :, 333:] = float("nan")
+    out = decode_triton.triton_split_attention(q, k, v, live, torch.tensor(128), splits=4, scale=0.125)
+    ref = _reference(q, k, v, live, 0.125)
+    assert not out.isnan().any()
+    assert float((out.double() - ref).norm() / ref.norm()) < 1e-6
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_graph_decoder_on_the_triton_kernels_decodes_like_generate(fused):
+    """Rows at different positions step together on the Triton attention (sharpened attention, as in
+    test_fastpath_decode, so that each row's own positions and keys matter)."""
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.bench.models import random_model
+    from kanana_longctx.fastpath.decode import GraphDecoder
+    from kanana_longctx.fastpath.llama import PrefixReusingLlama
+
+    model = random_model("tiny", device="cpu", dtype="float32", yarn=True)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(4.0)
+            layer.self_attn.k_proj.weight.mul_(4.0)
+    loaded = finish_loaded(model, "cpu", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
+    gen = torch.Generator().manual_seed(6)
+    probes = [torch.randint(0, 1000, (n,), generator=gen) for n in (150, 130, 90)]
+    with torch.no_grad():
+        refs = [model.generate(p[None], max_new_tokens=7, do_sample=False)[0, len(p) :].tolist() for p in probes]
+    fast = PrefixReusingLlama(loaded, max_tokens=200, rows=4)
+    firsts = [fast.prefill(p, 0, row=r) for r, p in enumerate(probes)]
+    decoder = GraphDecoder(fast.parts, fast.kv, splits=4, triton=True, layers=fast.fused if fused else None)
+    assert decoder.triton and decoder.layout.splits == 4
+    outs = decoder.generate_rows(
+        [(r, int(first.argmax()), len(p), lambda out: False) for r, (first, p) in enumerate(zip(firsts, probes))], 7
+    )
+    assert outs == refs
