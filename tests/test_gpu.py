@@ -80,13 +80,17 @@ def test_cudnn_tiles_match_float32_reference(q_start, q_len):
     assert _rel(out, ref) < 1e-2  # bf16 operands
 
 
-@pytest.mark.parametrize("buffer", [1300, 8192])
-def test_batched_graph_decode_matches_transformers_per_probe(buffer):
-    """1300: one fused call over the masked capacity; 8192: split-KV over live keys, 8 splits of the buffer (4
-    rows x 2 kv heads x 8 splits: the most blocks whose splits keep >= 1024 keys), cut to the batch."""
+@pytest.mark.parametrize("mode, buffer", [("default", 8192), ("default", 1300), ("varlen", 8192), ("masked", 1300)])
+def test_batched_graph_decode_matches_transformers_per_probe(mode, buffer):
+    """All rows step together, one CUDA graph replay per step, and each equals its own generate: on the default
+    Triton split-KV kernels (live keys; splits from `triton_split_count`, cut to the batch), on the memory-efficient
+    kernel's variable-length mode (4 rows x 2 kv heads x 8 splits: the most blocks whose splits keep >= 1024 keys),
+    and masked (one fused call over the capacity). The step runs on the engine's fused layer halves."""
     from kanana_longctx.bench.models import random_model
     from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.fastpath.decode import GraphDecoder
     from kanana_longctx.fastpath.llama import PrefixReusingLlama
+    from kanana_longctx.kernels.choice import triton_split_count
 
     model = random_model("tiny", device="cuda", dtype="float32", yarn=True)
     loaded = finish_loaded(model, "cuda", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
@@ -95,11 +99,16 @@ def test_batched_graph_decode_matches_transformers_per_probe(buffer):
     with torch.inference_mode():
         refs = [model.generate(p[None], max_new_tokens=6, do_sample=False)[0, len(p):].tolist() for p in probes]
     fast = PrefixReusingLlama(loaded, max_tokens=buffer, rows=4)
+    if mode != "default":
+        fast._graph_decoder = GraphDecoder(fast.parts, fast.kv, varlen=mode == "varlen", layers=fast.fused)
     requests = [(row, fast.prefill(p, 0, row=row), len(p), lambda out: False) for row, p in enumerate(probes)]
-    assert fast.decode_rows(requests, 6) == refs  # one CUDA graph replay per step for all rows
+    assert fast.decode_rows(requests, 6) == refs
     decoder = fast._graph_decoder
-    assert decoder.splits(decoder.bucket(1206)) == (1 if buffer == 1300 else 8)
-    assert (decoder.layout is None) == (buffer == 1300)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    expected = {"default": triton_split_count(4, 2, fast.kv.capacity, sms), "varlen": 8, "masked": 1}[mode]
+    assert decoder.triton == (mode == "default") and decoder.layers is fast.fused
+    assert decoder.splits(decoder.bucket(1206)) == expected
+    assert (decoder.layout is None) == (mode == "masked")
 
 
 def test_compiled_fused_layers_match_the_module_path_in_bf16():

@@ -68,9 +68,26 @@ def test_the_lse_op_on_cpu():
     assert lse_op(q, 5, causal=True, kernel="eager", plans=CudnnPlans()) == "reference"
 
 
-def test_tiles_only_for_cudnn_on_cuda():
+def test_tiles_only_for_cudnn_on_cuda(monkeypatch):
+    monkeypatch.delenv(choice.TILE_ENV, raising=False)
     assert tile_tokens("cudnn", "cuda") == choice.CUDNN_TILE_TOKENS == 1024
     assert tile_tokens("fa2", "cuda") == tile_tokens("cudnn", "cpu") == tile_tokens("sdpa", "cpu") == 0
+    monkeypatch.setenv(choice.TILE_ENV, "2048")  # the experiment knob of docs/performance.md
+    assert tile_tokens("cudnn", "cuda") == 2048 and tile_tokens("fa2", "cuda") == 0
+    for junk in ("", "abc", "-5", "16"):  # not a tile: the default
+        monkeypatch.setenv(choice.TILE_ENV, junk)
+        assert tile_tokens("cudnn", "cuda") == 1024
+
+
+def test_triton_decode_splits_give_at_least_four_programs_an_sm():
+    from kanana_longctx.kernels.choice import TRITON_SPLIT_MIN_KEYS, triton_split_count
+
+    assert triton_split_count(8, 4, 33792, 132) == 32  # the 2.1B shape's 8 rows at 32K: 1024 programs
+    assert triton_split_count(2, 8, 132096, 132) == 64  # the 8B's 2 rows at 128K: 1024 programs
+    assert triton_split_count(8, 8, 1 << 20, 132) == 16  # 1024 >= 4 x 132: enough programs
+    assert triton_split_count(4, 2, 1300, 132) == 4  # 325 keys each; 8 would be below the minimum
+    assert 1300 // 4 >= TRITON_SPLIT_MIN_KEYS > 1300 // 8
+    assert triton_split_count(1, 1, 100, 132) == 1
 
 
 def test_split_counts_fill_the_gpu_and_divide_the_capacity():

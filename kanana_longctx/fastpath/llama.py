@@ -133,7 +133,8 @@ class PrefixReusingLlama:
         if self.trim_last_layer:
             parts.append("last layer for the logits' rows only")
         if self.device.type == "cuda" and self.use_graphs:
-            parts.append("CUDA-graph decode with split-KV attention" + (" on the fused layers" if self.fused is not None else ""))
+            on = " on the fused layers" if self.fused is not None else ""
+            parts.append(f"CUDA-graph decode with split-KV attention{on}")
         return ", ".join(parts)
 
     def _example_inputs(self, tokens: int):

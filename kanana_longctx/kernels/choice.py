@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 
 from kanana_longctx.errors import DeviceError
 
@@ -217,9 +218,15 @@ def edge_kernel(kernel: str) -> str:
 CUDNN_TILE_TOKENS = 1024
 
 
+TILE_ENV = "KANANA_LONGCTX_TILE"  # tokens: overrides the cuDNN tile (an experiment knob of docs/performance.md)
+
+
 def tile_tokens(kernel: str, device_type: str) -> int:
     """The attention tile of a fast run (0: exact shapes)."""
-    return CUDNN_TILE_TOKENS if kernel == "cudnn" and device_type == "cuda" else 0
+    if kernel != "cudnn" or device_type != "cuda":
+        return 0
+    override = os.environ.get(TILE_ENV, "")
+    return int(override) if override.isdigit() and int(override) >= 64 else CUDNN_TILE_TOKENS
 
 
 SPLIT_MIN_KEYS = 1024  # keys per split at least: below this a split's fixed cost outweighs its share of the work
@@ -244,9 +251,9 @@ TRITON_SPLIT_MIN_KEYS = 256  # the Triton decode kernel's splits: a program's se
 
 
 def triton_split_count(rows: int, kv_heads: int, buffer_tokens: int, sms: int) -> int:
-    """Splits per row for the Triton decode kernel (kernels.decode_triton): a power of two giving ~4 programs per
-    SM (rows x kv heads x splits of them: a program streams one split's keys, and more of them in flight hide
-    memory latency) while a split of the whole buffer keeps >= TRITON_SPLIT_MIN_KEYS keys."""
+    """Splits per row for the Triton decode kernel (kernels.decode_triton): the first power of two giving at least
+    4 programs per SM (rows x kv heads x splits of them: a program streams one split's keys, and more of them in
+    flight hide memory latency) while a split of the whole buffer keeps >= TRITON_SPLIT_MIN_KEYS keys."""
     splits = 1
     while rows * kv_heads * splits < 4 * sms and buffer_tokens // (splits * 2) >= TRITON_SPLIT_MIN_KEYS:
         splits *= 2
