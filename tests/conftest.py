@@ -67,6 +67,24 @@ def tiny():
     return model, finish_loaded(model, "cpu", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
 
 
+@pytest.fixture(scope="module")
+def sharp_tiny():
+    """The tiny random Llama with its q and k projections scaled up x4, and its LoadedModel: the plain tiny model's
+    attention is nearly uniform, so a decode step that used another row's position or keys would still give the
+    same greedy tokens; here attention is peaked and they matter. Its own model: the fixture above stays plain."""
+    import torch
+
+    from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.bench.models import random_model
+
+    model = random_model("tiny", device="cpu", dtype="float32", yarn=True)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(4.0)
+            layer.self_attn.k_proj.weight.mul_(4.0)
+    return model, finish_loaded(model, "cpu", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
+
+
 # -- real servers for the endpoint tests (built once into a cache: tests/servers/build.py) -------------------------
 def _server_build():
     """The cached llama.cpp build; a skip with the reason where it cannot be built (a failure on CI, which has the

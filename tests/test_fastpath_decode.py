@@ -134,20 +134,11 @@ def test_static_step_ignores_stale_values_in_masked_positions(tiny):
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_each_row_steps_at_its_own_position(fused):
+def test_each_row_steps_at_its_own_position(sharp_tiny, fused):
     """Rows at different positions in one step (the fused halves take them as one sequence's tokens, each with its
-    own rotary position) decode like generate. The tiny model's attention is nearly uniform, so a row stepped at
-    another row's position would still pass the tests above; here its q and k projections are scaled up, which
-    makes attention peaked and positions matter (checked: with the rows' positions permuted, every row fails)."""
-    from kanana_longctx.backends.local import finish_loaded
-    from kanana_longctx.bench.models import random_model
-
-    model = random_model("tiny", device="cpu", dtype="float32", yarn=True)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(4.0)
-            layer.self_attn.k_proj.weight.mul_(4.0)
-    loaded = finish_loaded(model, "cpu", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
+    own rotary position) decode like generate, on a model whose attention is peaked enough for positions to matter
+    (checked: with the rows' positions permuted, every row fails)."""
+    model, loaded = sharp_tiny
     gen = torch.Generator().manual_seed(6)
     probes = [torch.randint(0, 1000, (n,), generator=gen) for n in (150, 130, 90)]
     refs = [_generate(model, p, 7) for p in probes]

@@ -67,22 +67,14 @@ def test_keys_beyond_the_live_ones_are_never_read():
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_graph_decoder_on_the_triton_kernels_decodes_like_generate(fused):
-    """Rows at different positions step together on the Triton attention (sharpened attention, as in
-    test_fastpath_decode, so that each row's own positions and keys matter)."""
-    from kanana_longctx.backends.local import finish_loaded
-    from kanana_longctx.bench.models import random_model
+def test_graph_decoder_on_the_triton_kernels_decodes_like_generate(sharp_tiny, fused):
+    """Rows at different positions step together on the Triton attention, on a model whose attention is peaked
+    enough for each row's own positions and keys to matter."""
     from kanana_longctx.fastpath.decode import GraphDecoder
     from kanana_longctx.fastpath.llama import PrefixReusingLlama
 
-    model = random_model("tiny", device="cpu", dtype="float32", yarn=True)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(4.0)
-            layer.self_attn.k_proj.weight.mul_(4.0)
-    loaded = finish_loaded(model, "cpu", "float32", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
-    gen = torch.Generator().manual_seed(6)
-    probes = [torch.randint(0, 1000, (n,), generator=gen) for n in (150, 130, 90)]
+    model, loaded = sharp_tiny
+    probes = [torch.randint(0, 1000, (n,), generator=torch.Generator().manual_seed(n)) for n in (150, 130, 90)]
     with torch.no_grad():
         refs = [model.generate(p[None], max_new_tokens=7, do_sample=False)[0, len(p) :].tolist() for p in probes]
     fast = PrefixReusingLlama(loaded, max_tokens=200, rows=4)
@@ -90,6 +82,6 @@ def test_graph_decoder_on_the_triton_kernels_decodes_like_generate(fused):
     decoder = GraphDecoder(fast.parts, fast.kv, splits=4, triton=True, layers=fast.fused if fused else None)
     assert decoder.triton and decoder.layout.splits == 4
     outs = decoder.generate_rows(
-        [(r, int(first.argmax()), len(p), lambda out: False) for r, (first, p) in enumerate(zip(firsts, probes))], 7
+        [(r, first.argmax().item(), len(p), lambda out: False) for r, (first, p) in enumerate(zip(firsts, probes))], 7
     )
     assert outs == refs

@@ -8,4 +8,5 @@ Modules:
 - attention.py: attention of a suffix over a cached prefix, split into rectangle and square, exact or in tiles.
 - merge.py: the fused (Triton) merge of two partial attention results.
 - split_kv.py: the decode step's split-KV attention, masked or over live keys only.
+- decode_triton.py: the decode step's split-KV attention over live keys in two Triton kernels of our own.
 """

@@ -158,6 +158,17 @@ class CudnnPlans:
         return False
 
 
+def triton_modules():
+    """(triton, triton.language), or None where Triton is not installed (CPU-only torch builds have none): the
+    fused merge and the decode kernels are built from them, or their torch fallbacks run."""
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+    return triton, tl
+
+
 def private_op(name: str):
     """A private aten op of this torch, or None (they move between versions)."""
     import torch

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import functools
 
+from kanana_longctx.kernels.choice import triton_modules
+
 BLOCK_KEYS = 64  # keys a program loads per iteration
 
 
 @functools.cache
 def _kernels():
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:  # CPU-only torch builds have no Triton
+    modules = triton_modules()
+    if modules is None:
         return None
+    triton, tl = modules
 
     @triton.jit
     def split_attention(Q, K, V, LIVE, SPAN, O, L, scale, kv_heads, capacity,

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import functools
 
+from kanana_longctx.kernels.choice import triton_modules
+
 
 @functools.cache
 def _kernel():
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:  # CPU-only torch builds have no Triton
+    modules = triton_modules()
+    if modules is None:
         return None
+    triton, tl = modules
 
     @triton.jit
     def merge(o1, l1, o2, l2, out, n_rows, D: tl.constexpr, BLOCK: tl.constexpr):
