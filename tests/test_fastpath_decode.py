@@ -149,3 +149,19 @@ def test_each_row_steps_at_its_own_position(sharp_tiny, fused):
         [(r, int(first.argmax()), len(p), lambda out: False) for r, (first, p) in enumerate(zip(firsts, probes))], 7
     )
     assert outs == refs
+
+
+def test_a_failed_live_key_check_falls_back_to_masking_and_says_so(tiny, monkeypatch):
+    """Where the live-key mode fails its check, the decoder masks whole capacity buckets instead, decodes the same
+    tokens, and its note (which the run reports) says why."""
+    from kanana_longctx.fastpath import decode
+
+    model, loaded = tiny
+    monkeypatch.setattr(decode, "varlen_works", lambda device: (False, "variable-length split-KV unavailable (X)"))
+    ids = torch.randint(0, 1000, (120,), generator=torch.Generator().manual_seed(9))
+    fast = PrefixReusingLlama(loaded, max_tokens=200)
+    decoder = GraphDecoder(fast.parts, fast.kv, layers=fast.fused)
+    assert not decoder.varlen and not decoder.triton and decoder.layout is None
+    assert decoder.fallback_note == "variable-length split-KV unavailable (X); the decode step reads whole capacity buckets"
+    first = fast.prefill(ids, 0)
+    assert decoder.generate_rows([(0, int(first.argmax()), 120, lambda out: False)], 6)[0] == _generate(model, ids, 6)

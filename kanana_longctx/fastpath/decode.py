@@ -127,7 +127,6 @@ class GraphDecoder:
         self.kv = kv
         self.layers = layers
         self._splits = splits
-        self.fallback_note = ""  # what the decoder fell back from, for the run's report
         dev = kv.device
         rows, dims = kv.rows, parts.dims
         self._sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 0
@@ -135,6 +134,7 @@ class GraphDecoder:
         triton_splits = splits or (
             choice.triton_split_count(rows, dims.kv_heads, kv.capacity, self._sms) if self._sms else 1
         )
+        notes = []  # why a faster mode was not used, for the run's report
         if triton is None and varlen is None and dev.type == "cuda":
             if triton_decode_available(torch.empty(1, 1, 1, dims.head_dim, dtype=kv.dtype, device=dev)):
                 self.triton, note = split_mode_works(dev, "triton", dtype=kv.dtype, groups=dims.groups,
@@ -142,13 +142,14 @@ class GraphDecoder:
             else:
                 note = "the Triton split-KV kernel is not available"
             if not self.triton:
-                self.fallback_note = note + "; decoding on the memory-efficient kernel"
+                notes += [note, "decoding on the memory-efficient kernel"]
         if varlen is None:
             varlen = True
             if not self.triton:
                 varlen, note = varlen_works(dev)
                 if not varlen:
-                    self.fallback_note = note + "; the decode step reads whole capacity buckets"
+                    notes[-1:] = [note, "the decode step reads whole capacity buckets"]
+        self.fallback_note = "; ".join(notes)
         self.varlen = varlen or self.triton
         self.layout = None  # the live-key split layout, when decoding uses one
         if self.triton:
