@@ -85,3 +85,16 @@ def test_graph_decoder_on_the_triton_kernels_decodes_like_generate(sharp_tiny, f
         [(r, first.argmax().item(), len(p), lambda out: False) for r, (first, p) in enumerate(zip(firsts, probes))], 7
     )
     assert outs == refs
+
+
+def test_a_strided_query_is_made_contiguous_and_a_strided_cache_refused():
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 4, 3, 64, generator=gen).transpose(1, 2)  # (2, 3 kv heads, 4 groups, 64), not contiguous
+    k, v = (torch.randn(2, 3, 300, 64, generator=gen) for _ in range(2))
+    live = torch.tensor([300, 40])
+    out = decode_triton.triton_split_attention(q, k, v, live, torch.tensor(150), splits=2, scale=0.125)
+    ref = _reference(q.contiguous(), k, v, live, 0.125)
+    assert float((out.double() - ref).norm() / ref.norm()) < 1e-6
+    with pytest.raises(ValueError, match="contiguous"):
+        decode_triton.triton_split_attention(q, k.transpose(2, 3).contiguous().transpose(2, 3), v, live,
+                                             torch.tensor(150), splits=2, scale=0.125)

@@ -121,6 +121,9 @@ def triton_split_attention(q, k_cache, v_cache, live, span, *, splits: int, scal
     import torch
 
     split_attention, merge_splits = _kernels()
+    q = q.contiguous()  # the kernels index every tensor as contiguous (a no-op for the decoder's own)
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError("the Triton decode kernels need contiguous K/V buffers")
     rows, kv_heads, groups, d = q.shape
     g_pad = max(16, 1 << (groups - 1).bit_length())  # tl.dot wants at least 16 rows
     partial = torch.empty(rows * kv_heads, splits, g_pad, d, dtype=torch.float32, device=q.device)
