@@ -59,6 +59,34 @@ def test_the_lock_names_its_holder_and_a_second_taker_is_refused(tmp_path):
     release(acquire(out))  # released at the end of the block
 
 
+def test_a_refusal_in_the_moment_before_the_holder_writes_its_record_still_names_it(tmp_path):
+    """The holder takes the flock and then writes its record; a process refused in between finds the file empty.
+    It reads again for a moment (the record lands 50 ms later here) instead of saying 'another process'; with no
+    record at all it says that after HOLDER_WAIT_S."""
+    import fcntl
+    import threading
+
+    from kanana_longctx.run import lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked, record not yet written
+    try:
+        record = json.dumps(lock.holder_record("slow writer")).encode()
+        writer = threading.Timer(0.05, lambda: os.pwrite(fd, record, 0))
+        writer.start()
+        with pytest.raises(ResultsError, match=rf"in use by process {os.getpid()} on .*\(slow writer, started"):
+            acquire(out)
+        writer.join()
+        os.ftruncate(fd, 0)  # a holder that never writes one
+        with pytest.raises(ResultsError, match="in use by another process"):
+            acquire(out)
+    finally:
+        os.close(fd)
+    release(acquire(out))
+
+
 def test_two_processes_one_directory_the_second_is_refused_and_kill_9_leaves_no_stale_lock(tmp_path):
     out = tmp_path / "run"
     holder = start_holder(out)

@@ -56,6 +56,20 @@ def describe_holder(text: str) -> str:
     return f"process {pid} on {host} ({command}, started {started})"
 
 
+HOLDER_WAIT_S = 0.5  # how long a refused process waits for the holder's record, written just after its flock
+
+
+def _read_holder(fd: int) -> str:
+    """The holder's description. A holder writes its record right after it takes the lock, so a process refused
+    in between finds the file empty: it reads again for up to HOLDER_WAIT_S before saying 'another process'."""
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    while True:
+        holder = describe_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+        if holder != "another process" or time.monotonic() >= deadline:
+            return holder
+        time.sleep(0.01)
+
+
 def acquire(out_dir: Path, command: str = "kanana-longctx niah") -> int | None:
     """Lock `out_dir` (made if missing) for this process; the descriptor to `release`. ResultsError, changing
     nothing, when another process holds it."""
@@ -68,7 +82,7 @@ def acquire(out_dir: Path, command: str = "kanana-longctx niah") -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         try:
-            holder = describe_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+            holder = _read_holder(fd)
         finally:
             os.close(fd)
         raise ResultsError(
