@@ -38,7 +38,7 @@ def main() -> None:
 
     from kanana_longctx.backends.fast import FastBackend
     from kanana_longctx.bench.grid_bench import BenchRequest, _NotesReporter, prepare_bench
-    from kanana_longctx.bench.timing import kernel_group
+    from kanana_longctx.bench.timing import kernel_times
     from kanana_longctx.fastpath.decode import GraphDecoder
     from kanana_longctx.fastpath.kv import KVBuffer
     from kanana_longctx.fastpath.llama import PrefixReusingLlama
@@ -146,17 +146,11 @@ def main() -> None:
         lo = hi
     out["suffix_bins"] = bins
     if profiler is not None:
-        groups: dict[str, float] = defaultdict(float)
-        kernels = []
-        for event in profiler.key_averages():
-            us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
-            if us and event.key:
-                groups[kernel_group(event.key)] += us / 1e6
-                kernels.append((us / 1e6, event.count, event.key[:90]))
+        groups, kernels = kernel_times(profiler)
         out["profile_window_wall_s"] = round(window_wall[1], 3)
         out["profile_gpu_busy_s"] = round(sum(groups.values()), 3)
         out["profile_groups_s"] = {k: round(v, 3) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
-        out["profile_top_kernels"] = [(round(s, 3), n, name) for s, n, name in sorted(kernels, reverse=True)[:25]]
+        out["profile_top_kernels"] = [(round(s, 3), n, name[:90]) for s, n, name in sorted(kernels, reverse=True)[:25]]
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -65,6 +65,20 @@ def kernel_group(name: str) -> str:
     return "other elementwise / copies"
 
 
+def kernel_times(prof) -> tuple[dict[str, float], list[tuple[float, int, str]]]:
+    """A finished torch.profiler's CUDA kernels: GPU seconds per `kernel_group`, and (seconds, launches, name) for
+    every kernel."""
+    groups: dict[str, float] = {}
+    timed = []
+    for event in prof.key_averages():
+        us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+        if us and event.key and not event.key.startswith("ProfilerStep"):
+            g = kernel_group(event.key)
+            groups[g] = groups.get(g, 0.0) + us / 1e6
+            timed.append((us / 1e6, event.count, event.key))
+    return groups, timed
+
+
 def profile_split(fn, *, warm: bool = True) -> dict:
     """Where the GPU time of one call of `fn` goes (torch.profiler, CUDA kernels only): seconds per kernel group,
     the kernels launched, the GPU's busy seconds and the call's wall seconds. A warm-up call first, unless `warm`
@@ -80,14 +94,8 @@ def profile_split(fn, *, warm: bool = True) -> dict:
         fn()
         torch.cuda.synchronize()
         wall = time.perf_counter() - t
-    groups: dict[str, float] = {}
-    kernels = 0
-    for event in prof.key_averages():
-        us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
-        if us and event.key and not event.key.startswith("ProfilerStep"):
-            g = kernel_group(event.key)
-            groups[g] = groups.get(g, 0.0) + us / 1e6
-            kernels += event.count
+    groups, timed = kernel_times(prof)
+    kernels = sum(count for _, count, _ in timed)
     busy = sum(groups.values())
     out = {g: round(s, 4) for g, s in sorted(groups.items(), key=lambda kv: -kv[1])}
     out["kernels"] = kernels

@@ -210,12 +210,12 @@ class GraphDecoder:
         seen = torch.clamp(self.position, max=capacity - 1)
         splits = self.splits(capacity)
         layout = self.layout
-        bias = None
+        bias = seqlen_k = None
         if layout is not None:  # live keys: [0, position] of live rows, one key of parked ones
             live = torch.where(self.advance > 0, seen + 1, 1)
-            seqlen_k = None if self.triton else layout.seqlen_k(live)
+            if not self.triton:
+                seqlen_k = layout.seqlen_k(live)
         else:
-            seqlen_k = None
             mask[self._row_index, 0, 0, seen] = self._true  # a device tensor: a Python True would be a host copy
             if splits > 1:  # the mask as an additive bias in the split layout, built once for all layers
                 bias = mask_bias(mask[:, 0, 0], rows, dims.kv_heads, splits, dims.groups, kv.dtype)
