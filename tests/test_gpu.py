@@ -80,6 +80,24 @@ def test_cudnn_tiles_match_float32_reference(q_start, q_len):
     assert _rel(out, ref) < 1e-2  # bf16 operands
 
 
+
+@pytest.mark.parametrize("q_start,q_len", [(1500, 11000), (8192, 9000)])
+def test_batched_tile_merges_equal_one_merge_per_tile(q_start, q_len, monkeypatch):
+    """Merges batched into one launch (merge.merge_tiles_into, groups of MERGE_TILES) give what one merge and one
+    copy per tile give: the same float32 arithmetic, up to bf16 rounding where the per-tile path runs torch's merge
+    (two rows make its tiles strided). Two rows, the 2.1B head layout, groups ending inside the call."""
+    from kanana_longctx.kernels import attention
+
+    gen = torch.Generator(device="cuda").manual_seed(q_len)
+    end = q_start + q_len
+    n = end + (-end % 1024)
+    q = torch.randn(2, q_len, 28, 128, device="cuda", dtype=torch.bfloat16, generator=gen).transpose(1, 2)
+    k, v = (torch.randn(2, 4, n, 128, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(2))
+    batched = attention.attend_tiles(q, k, v, q_start=q_start, tile=1024, kernel="cudnn", scale=128**-0.5)
+    monkeypatch.setattr(attention, "tiles_merge_available", lambda out, o_sq: False)
+    per_tile = attention.attend_tiles(q, k, v, q_start=q_start, tile=1024, kernel="cudnn", scale=128**-0.5)
+    assert _rel(batched, per_tile) < 2e-3  # a misplaced or unmerged row would be off by about 1
+
 @pytest.mark.parametrize("mode, buffer", [("default", 8192), ("default", 1300), ("varlen", 8192), ("masked", 1300)])
 def test_batched_graph_decode_matches_transformers_per_probe(mode, buffer):
     """All rows step together, one CUDA graph replay per step, and each equals its own generate: on the default

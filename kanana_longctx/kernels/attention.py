@@ -24,6 +24,11 @@ import torch.nn.functional as F
 from kanana_longctx.kernels.choice import (
     CudnnPlans, edge_kernel, lse_kernel_available, lse_op, plain_call_kernel, sdpa_context,
 )
+from kanana_longctx.kernels.merge import merge_tiles_into, tiles_merge_available
+
+# Tiles whose merges run as one launch (merge.merge_tiles_into): their rectangles' outputs wait, stacked, for it,
+# about 2 x 8 x 8 MB of an 8B tile beside the chunk, far below the chunk's MLP peak that the memory plan counts.
+MERGE_TILES = 8
 
 
 def attention_with_lse(q, k, v, *, causal: bool, scale: float, kernel: str, recurring: bool = False, plans=None):
@@ -197,14 +202,28 @@ def _padded_tiles(q, k_buf, v_buf, out, q_start: int, first: int, n: int, tile: 
         causal=True, scale=scale, kernel=kernel, recurring=True, plans=plans,
     )
     o_sq, lse_sq = o_sq.view(B, n, Hq, tile, D), lse_sq.view(B, n, Hq, tile)
+    batched = tiles_merge_available(out, o_sq)
+    pending: list = []  # rectangles (o, lse) of tiles j - len(pending) + 1 .. j, merged together (merge.py: why)
     for j in range(n):
         t0 = first + j * tile
         a, b = max(q_start, t0), min(end, t0 + tile)
         o = o_sq[:, j]
-        if t0 > 0:
-            o_rect, lse_rect = attention_with_lse(
-                _fold_groups(q_tiles[:, j], Hkv), k_buf[:, :, :t0], v_buf[:, :, :t0],
-                causal=False, scale=scale, kernel=kernel, recurring=True, plans=plans,
+        if t0 == 0:  # nothing before it: the square is the whole answer
+            out[:, a - q_start : b - q_start] = o[:, :, a - t0 : b - t0].transpose(1, 2)
+            continue
+        o_rect, lse_rect = attention_with_lse(
+            _fold_groups(q_tiles[:, j], Hkv), k_buf[:, :, :t0], v_buf[:, :, :t0],
+            causal=False, scale=scale, kernel=kernel, recurring=True, plans=plans,
+        )
+        o_rect, lse_rect = _unfold_groups(o_rect, Hq, tile), _unfold_groups(lse_rect, Hq, tile)
+        if not batched:
+            o = merge_states(o_rect, lse_rect, o, lse_sq[:, j])
+            out[:, a - q_start : b - q_start] = o[:, :, a - t0 : b - t0].transpose(1, 2)
+            continue
+        pending.append((o_rect, lse_rect))
+        if len(pending) == MERGE_TILES or j == n - 1:
+            merge_tiles_into(
+                out, torch.stack([p[0] for p in pending], 1), torch.stack([p[1] for p in pending], 1), o_sq, lse_sq,
+                j0=j + 1 - len(pending), first=first, q_start=q_start,
             )
-            o = merge_states(_unfold_groups(o_rect, Hq, tile), _unfold_groups(lse_rect, Hq, tile), o, lse_sq[:, j])
-        out[:, a - q_start : b - q_start] = o[:, :, a - t0 : b - t0].transpose(1, 2)
+            pending = []
