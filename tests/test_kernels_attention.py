@@ -36,6 +36,12 @@ def test_attend_matches_float64_reference(kernel, q_len, prefix, hq, hkv):
 def test_attend_tiles_matches_float64_reference(q_start, q_len, tile):
     """Fixed-shape tiles: padded query rows, stale keys after the last query, any start and end inside a tile,
     ragged first and last tiles computed exactly or padded."""
+    assert tiled_error_against_float64(q_start, q_len, tile) < 1e-5
+
+
+def tiled_error_against_float64(q_start: int, q_len: int, tile: int) -> float:
+    """attend_tiles on random (8 query, 2 kv heads) attention with stale keys after the queries, against float64
+    attention: the relative error (test_kernels_merge_triton runs it on the batched merge too)."""
     gen = torch.Generator().manual_seed(q_start * 100 + q_len)
     hq, hkv, d = 8, 2, 16
     end = q_start + q_len
@@ -50,7 +56,7 @@ def test_attend_tiles_matches_float64_reference(q_start, q_len, tile):
     k[:, :, end:] = 1e4 * torch.randn(k[:, :, end:].shape, generator=gen)  # stale keys the mask must hide
     out = attend_tiles(q, k, v, q_start=q_start, tile=tile, kernel="sdpa", scale=0.25)
     assert out.shape == q.shape
-    assert _rel(out, ref) < 1e-5
+    return _rel(out, ref)
 
 
 @pytest.mark.parametrize("q_start,q_len,padded", [(29, 3, []), (29, 22, [(32, 1)]), (20, 30, [(16, 2)]), (0, 40, [(0, 3)])])

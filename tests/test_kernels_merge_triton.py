@@ -19,8 +19,9 @@ os.environ["TRITON_INTERPRET"] = "1"  # read by Triton at import; this process h
 pytest.importorskip("triton")
 
 from kanana_longctx.kernels import attention  # noqa: E402
-from kanana_longctx.kernels.attention import merge_states, reference_attention_with_lse  # noqa: E402
+from kanana_longctx.kernels.attention import merge_states  # noqa: E402
 from kanana_longctx.kernels.merge import merge_tiles_into  # noqa: E402
+from test_kernels_attention import tiled_error_against_float64  # noqa: E402  (tests/ is on the path)
 
 
 def _rel(a, b):
@@ -60,17 +61,4 @@ def test_tiled_attention_on_the_batched_merge_matches_float64(q_start, q_len, mo
     runs on CUDA, against plain float64 attention: padded rows, the first tile at position 0, stale keys."""
     monkeypatch.setattr(attention, "tiles_merge_available", lambda out, o_sq: True)
     monkeypatch.setattr(attention, "MERGE_TILES", 3)
-    gen = torch.Generator().manual_seed(q_start * 10 + q_len)
-    hq, hkv, d, tile = 8, 2, 16, 16
-    end = q_start + q_len
-    n = end + (-end % tile) + 5
-    q = torch.randn(1, q_len, hq, d, generator=gen).transpose(1, 2)
-    k = torch.randn(1, hkv, n, d, generator=gen)
-    v = torch.randn(1, hkv, n, d, generator=gen)
-    ref, _ = reference_attention_with_lse(
-        q.double(), k[:, :, :end].repeat_interleave(4, 1).double(), v[:, :, :end].repeat_interleave(4, 1).double(),
-        causal=True, scale=0.25,
-    )
-    k[:, :, end:] = 1e4 * torch.randn(k[:, :, end:].shape, generator=gen)  # stale keys the mask must hide
-    out = attention.attend_tiles(q, k, v, q_start=q_start, tile=tile, kernel="sdpa", scale=0.25)
-    assert _rel(out, ref) < 1e-5
+    assert tiled_error_against_float64(q_start, q_len, 16) < 1e-5
