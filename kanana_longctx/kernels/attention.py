@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from kanana_longctx.kernels.choice import (
     CudnnPlans, edge_kernel, lse_kernel_available, lse_op, plain_call_kernel, sdpa_context,
 )
-from kanana_longctx.kernels.merge import merge_tiles_into, tiles_merge_available
+from kanana_longctx.kernels.merge import fused_merge, fused_merge_available, merge_tiles_into, tiles_merge_available
 
 # Tiles whose merges run as one launch (merge.merge_tiles_into): their rectangles' outputs wait, stacked, for it,
 # about 2 x 8 x 8 MB of an 8B tile beside the chunk, far below the chunk's MLP peak that the memory plan counts.
@@ -69,8 +69,6 @@ def reference_attention_with_lse(q, k, v, *, causal: bool, scale: float, bias=No
 def merge_states(o1, lse1, o2, lse2):
     """Combine two partial softmax-attention results over disjoint key sets, exactly, in float32 (one fused kernel
     on CUDA where it applies, kanana_longctx.kernels.merge)."""
-    from kanana_longctx.kernels.merge import fused_merge, fused_merge_available
-
     if fused_merge_available(o1, o2):
         return fused_merge(o1, lse1, o2, lse2)
     m = torch.maximum(lse1, lse2)

@@ -22,7 +22,8 @@ from kanana_longctx.kernels.choice import triton_modules
 
 
 @functools.cache
-def _kernel():
+def _kernels():
+    """(merge, merge_tiles), compiled on first use; None without Triton."""
     modules = triton_modules()
     if modules is None:
         return None
@@ -37,22 +38,11 @@ def _kernel():
         m = tl.maximum(a, b)
         wa = tl.exp(a - m)
         wb = tl.exp(b - m)
-        total = wa + wb
         offs = rows[:, None] * D + tl.arange(0, D)[None, :]
         x = tl.load(o1 + offs, mask=live[:, None], other=0.0).to(tl.float32)
         y = tl.load(o2 + offs, mask=live[:, None], other=0.0).to(tl.float32)
-        merged = (x * wa[:, None] + y * wb[:, None]) / total[:, None]
+        merged = (x * wa[:, None] + y * wb[:, None]) / (wa + wb)[:, None]
         tl.store(out + offs, merged.to(out.dtype.element_ty), mask=live[:, None])
-
-    return merge
-
-
-@functools.cache
-def _tiles_kernel():
-    modules = triton_modules()
-    if modules is None:
-        return None
-    triton, tl = modules
 
     @triton.jit
     def merge_tiles(
@@ -73,15 +63,14 @@ def _tiles_kernel():
         mx = tl.maximum(a, c)
         wa = tl.exp(a - mx)
         wc = tl.exp(c - mx)
-        total = wa + wc
         cols = tl.arange(0, D)[None, :]
         x = tl.load(o1 + rows[:, None] * D + cols, mask=live[:, None], other=0.0).to(tl.float32)
         y = tl.load(o2 + sq[:, None] * D + cols, mask=live[:, None], other=0.0).to(tl.float32)
-        merged = (x * wa[:, None] + y * wc[:, None]) / total[:, None]
+        merged = (x * wa[:, None] + y * wc[:, None]) / (wa + wc)[:, None]
         dst = ((b * T + pos - q_start) * heads + h) * D  # out is (B, T, heads, D)
         tl.store(out + dst[:, None] + cols, merged.to(out.dtype.element_ty), mask=live[:, None])
 
-    return merge_tiles
+    return merge, merge_tiles
 
 
 def tiles_merge_available(out, o_sq) -> bool:
@@ -90,7 +79,7 @@ def tiles_merge_available(out, o_sq) -> bool:
     d = out.shape[-1]
     return (
         out.is_cuda and out.is_contiguous() and o_sq.is_contiguous() and d & (d - 1) == 0
-        and _tiles_kernel() is not None
+        and _kernels() is not None
     )
 
 
@@ -104,7 +93,7 @@ def merge_tiles_into(out, o_rect, lse_rect, o_sq, lse_sq, *, j0: int, first: int
     B, m, H, tile, D = o_rect.shape
     n_rows = B * m * H * tile
     block = 32
-    _tiles_kernel()[(-(-n_rows // block),)](
+    _kernels()[1][(-(-n_rows // block),)](
         o_rect.contiguous(), lse_rect.contiguous(), o_sq, lse_sq.contiguous(), out, n_rows, H, tile, m,
         o_sq.shape[1], j0, first, q_start, out.shape[1], D=D, BLOCK=block,
     )
@@ -119,13 +108,13 @@ def fused_merge_available(o1, o2) -> bool:
         and d & (d - 1) == 0
         and o1.is_contiguous()
         and o2.is_contiguous()
-        and _kernel() is not None
+        and _kernels() is not None
     )
 
 
 def fused_merge(o1, lse1, o2, lse2):
     """Same result as attention.merge_states (float32 arithmetic, output in o1's dtype), in one kernel."""
-    kernel = _kernel()
+    kernel = _kernels()[0]
     d = o1.shape[-1]
     n_rows = o1.numel() // d
     out = o1.new_empty(o1.shape)
