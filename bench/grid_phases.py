@@ -33,6 +33,9 @@ def main() -> None:
     ap.add_argument("--tokenizer", default="smollm2")
     ap.add_argument("--max-memory", type=float, default=50.0)
     ap.add_argument("--profile-batches", default="", help="a:b, profile batches [a, b) (kernel groups, top kernels)")
+    ap.add_argument("--no-sync", action="store_true",
+                    help="timers do not synchronise: phases are host seconds, and the sync after each batch's "
+                         "suffixes is timed on its own (how long the host waited for the GPU)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -51,7 +54,8 @@ def main() -> None:
                            max_memory_gib=args.max_memory, engine="fast")
     probe_set, grid_name, peak, loaded, tokenizer = prepare_bench(request, print)
     shape = ModelShape.from_config(loaded.model.config)
-    sync = torch.cuda.synchronize if loaded.device == "cuda" else (lambda: None)
+    device_sync = torch.cuda.synchronize if loaded.device == "cuda" else (lambda: None)
+    sync = (lambda: None) if args.no_sync else device_sync
     seconds: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
     suffix_calls: list[tuple[int, float, float]] = []  # (tokens, seconds, computed FLOPs)
@@ -100,7 +104,7 @@ def main() -> None:
     window_wall = [0.0, 0.0]  # start, seconds
 
     def stop_profiler():
-        sync()
+        device_sync()
         profiler.__exit__(None, None, None)
         window_wall[1] = time.perf_counter() - window_wall[0]
         window_wall[0] = 0.0
@@ -109,7 +113,8 @@ def main() -> None:
     def counting_prefill(run, batch, device):
         nonlocal profiler
         if window and batch_index[0] == window[0]:
-            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+            activity = torch.profiler.ProfilerActivity.CUDA if loaded.device == "cuda" else torch.profiler.ProfilerActivity.CPU
+            profiler = torch.profiler.profile(activities=[activity])
             profiler.__enter__()
             window_wall[0] = time.perf_counter()
         if window and batch_index[0] == window[1] and profiler is not None:
@@ -118,6 +123,10 @@ def main() -> None:
         return original_prefill(run, batch, device)
 
     FastBackend._prefill = staticmethod(counting_prefill)
+    if args.no_sync:
+        from kanana_longctx.backends import gpu
+
+        gpu.synchronize = timed("batch-end sync wait", gpu.synchronize)
     max_new = default_max_new_tokens(probe_set, tokenizer)
     options = RunOptions(model=f"random:{args.shape}", max_new_tokens=max_new, max_memory_gib=args.max_memory,
                          engine="fast")
@@ -146,6 +155,8 @@ def main() -> None:
         lo = hi
     out["suffix_bins"] = bins
     if profiler is not None:
+        out["profile_gaps"] = gap_histogram(profiler, loaded.device)
+        print(json.dumps(out["profile_gaps"]), flush=True)
         groups, kernels = kernel_times(profiler)
         out["profile_window_wall_s"] = round(window_wall[1], 3)
         out["profile_gpu_busy_s"] = round(sum(groups.values()), 3)
@@ -154,6 +165,36 @@ def main() -> None:
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+GAP_BINS_US = (5, 20, 100, 1000, 10000, 100000, float("inf"))
+
+
+def gap_histogram(prof, device: str) -> list[dict]:
+    """Idle stretches of the GPU between its kernels, copies and memsets in a finished profile, by length: many
+    short gaps mean the host launches too slowly; a few long ones are syncs, plans being built or host work. (On
+    a CPU run, between the profiled ops: a smoke test of the script only.)"""
+    kind = torch.autograd.DeviceType.CUDA if device == "cuda" else torch.autograd.DeviceType.CPU
+    spans = sorted(
+        (e.start_ns(), e.start_ns() + e.duration_ns())
+        for e in prof.profiler.kineto_results.events()
+        if e.device_type() == kind and e.duration_ns() > 0
+    )
+    gaps = []
+    end = None
+    for a, b in spans:
+        if end is not None and a > end:
+            gaps.append((a - end) / 1e3)
+        end = b if end is None else max(end, b)
+    rows = []
+    lo = 0.0
+    for hi in GAP_BINS_US:
+        picked = [g for g in gaps if lo <= g < hi]
+        rows.append({"gap_us": f"{lo:g}-{hi:g}", "count": len(picked), "seconds": round(sum(picked) / 1e6, 3)})
+        lo = hi
+    if spans:
+        rows.append({"span_s": round((end - spans[0][0]) / 1e9, 3), "idle_s": round(sum(gaps) / 1e6, 3)})
+    return rows
 
 
 if __name__ == "__main__":

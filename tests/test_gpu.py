@@ -83,7 +83,7 @@ def test_cudnn_tiles_match_float32_reference(q_start, q_len):
 
 @pytest.mark.parametrize("q_start,q_len", [(1500, 11000), (8192, 9000)])
 def test_batched_tile_merges_equal_one_merge_per_tile(q_start, q_len, monkeypatch):
-    """Merges batched into one launch (merge.merge_tiles_into, groups of MERGE_TILES) give what one merge and one
+    """Merges batched into one launch (merge.merge_tiles_into, groups of TILE_GROUP) give what one merge and one
     copy per tile give: the same float32 arithmetic, up to bf16 rounding where the per-tile path runs torch's merge
     (two rows make its tiles strided). Two rows, the 2.1B head layout, groups ending inside the call."""
     from kanana_longctx.kernels import attention
@@ -97,6 +97,26 @@ def test_batched_tile_merges_equal_one_merge_per_tile(q_start, q_len, monkeypatc
     monkeypatch.setattr(attention, "tiles_merge_available", lambda out, o_sq: False)
     per_tile = attention.attend_tiles(q, k, v, q_start=q_start, tile=1024, kernel="cudnn", scale=128**-0.5)
     assert _rel(batched, per_tile) < 2e-3  # a misplaced or unmerged row would be off by about 1
+
+@pytest.mark.parametrize("heads,kv_heads,q_start,q_len", [(28, 4, 1500, 11000), (32, 8, 0, 9000), (9, 3, 700, 2500)])
+def test_squares_on_grouped_heads_equal_repeated_heads(heads, kv_heads, q_start, q_len, monkeypatch):
+    """The tiles' causal squares read the grouped K/V heads in place from the buffer where cuDNN proves it can
+    (attention._grouped_squares_work): the same attention as with the heads repeated, for the 2.1B, 8B and SmolLM2
+    head layouts, with groups of squares ending inside the call."""
+    from kanana_longctx.kernels import attention
+
+    assert attention._grouped_squares_work(torch.cuda.current_device(), 128 if heads != 9 else 64, torch.bfloat16)
+    d = 128 if heads != 9 else 64
+    gen = torch.Generator(device="cuda").manual_seed(q_len)
+    end = q_start + q_len
+    n = end + (-end % 1024)
+    q = torch.randn(1, q_len, heads, d, device="cuda", dtype=torch.bfloat16, generator=gen).transpose(1, 2)
+    k, v = (torch.randn(1, kv_heads, n, d, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(2))
+    grouped = attention.attend_tiles(q, k, v, q_start=q_start, tile=1024, kernel="cudnn", scale=d**-0.5)
+    monkeypatch.setattr(attention, "_squares_read_grouped_heads", lambda *a: False)
+    repeated = attention.attend_tiles(q, k, v, q_start=q_start, tile=1024, kernel="cudnn", scale=d**-0.5)
+    assert _rel(grouped, repeated) < 2e-3  # a wrong head or tile would be off by about 1
+
 
 @pytest.mark.parametrize("mode, buffer", [("default", 8192), ("default", 1300), ("varlen", 8192), ("masked", 1300)])
 def test_batched_graph_decode_matches_transformers_per_probe(mode, buffer):

@@ -90,3 +90,27 @@ def test_merge_states_equals_attention_over_the_union():
     o1, l1 = reference_attention_with_lse(q, k[:, :, :4], v[:, :, :4], causal=False, scale=0.3)
     o2, l2 = reference_attention_with_lse(q, k[:, :, 4:], v[:, :, 4:], causal=False, scale=0.3)
     assert _rel(merge_states(o1, l1, o2, l2), whole) < 1e-6  # merged in float32 by design
+
+
+@pytest.mark.parametrize("q_start,q_len", [(0, 120), (37, 90), (5, 150), (16, 64)])
+def test_attend_tiles_in_groups_matches_float64_reference(q_start, q_len, monkeypatch):
+    """Tiles run in groups (a batched square call and the merges per group, attention.TILE_GROUP): groups of 2
+    end inside every call here, and the answer is float64 attention's."""
+    from kanana_longctx.kernels import attention
+
+    monkeypatch.setattr(attention, "TILE_GROUP", 2)
+    assert tiled_error_against_float64(q_start, q_len, 16) < 1e-5
+
+
+@pytest.mark.parametrize("q_start,first,lo,hi,n", [(37, 32, 37, 127, 6), (0, 0, 0, 96, 6), (20, 16, 20, 30, 1), (50, 48, 64, 80, 3)])
+def test_query_tiles_hold_each_row_at_its_position_and_zeros_elsewhere(q_start, first, lo, hi, n):
+    """_query_tiles copies q's rows of positions [lo, hi) into (B, n, heads, tile, D) tiles from `first` (a partial
+    first tile, whole tiles, a partial last tile) and leaves every other row zero."""
+    from kanana_longctx.kernels.attention import _query_tiles
+
+    tile = 16
+    q = torch.randn(1, 140, 4, 8).transpose(1, 2)  # (B, H, T, D) in the projections' layout
+    tiles = _query_tiles(q, q_start, first, lo, hi, n, tile)
+    expected = torch.zeros(1, 4, n * tile, 8)
+    expected[:, :, lo - first : hi - first] = q[:, :, lo - q_start : hi - q_start]
+    assert torch.equal(tiles, expected.view(1, 4, n, tile, 8).transpose(1, 2))

@@ -57,8 +57,8 @@ def test_merged_tiles_land_on_their_rows_and_nowhere_else(q_start, end, j0, m):
 
 @pytest.mark.parametrize("q_start,q_len", [(0, 120), (37, 90), (20, 30), (5, 150)])
 def test_tiled_attention_on_the_batched_merge_matches_float64(q_start, q_len, monkeypatch):
-    """attend_tiles with its merges batched (3 tiles a launch, so groups end inside a call and at its end), as it
+    """attend_tiles with its merges batched (groups of 3 tiles, so groups end inside a call and at its end), as it
     runs on CUDA, against plain float64 attention: padded rows, the first tile at position 0, stale keys."""
     monkeypatch.setattr(attention, "tiles_merge_available", lambda out, o_sq: True)
-    monkeypatch.setattr(attention, "MERGE_TILES", 3)
+    monkeypatch.setattr(attention, "TILE_GROUP", 3)
     assert tiled_error_against_float64(q_start, q_len, 16) < 1e-5

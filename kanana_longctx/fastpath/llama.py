@@ -163,7 +163,7 @@ class PrefixReusingLlama:
     def prefill(self, ids, start: int, row: int = 0, want_logits: bool = True) -> torch.Tensor | None:
         """Compute positions [start, start + len(ids)) in buffer row `row`; return float32 logits of the last one
         (None without `want_logits`: a part that only later tokens attend to)."""
-        ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        ids = self._to_device(ids)
         if start + ids.numel() > self.max_tokens:
             raise ValueError(f"{start + ids.numel()} tokens exceed the KV buffer of {self.max_tokens}")
         logits = None
@@ -202,7 +202,7 @@ class PrefixReusingLlama:
 
         def flush():
             if group:
-                ids = torch.cat([torch.as_tensor(requests[j][0], dtype=torch.long) for j in group]).to(self.device)
+                ids = self._to_device(torch.cat([torch.as_tensor(requests[j][0], dtype=torch.long) for j in group]))
                 segments = [Segment(requests[j][2], requests[j][1], len(requests[j][0])) for j in group]
                 for j, out in zip(group, self._forward_segments(ids, segments, want_logits=True)):
                     logits[j] = out
@@ -251,6 +251,19 @@ class PrefixReusingLlama:
             position += 1
         return out
 
+    def _to_device(self, values) -> torch.Tensor:
+        """Token ids or indices as a long tensor on the engine's device, copied without waiting for the GPU.
+
+        Why: a plain copy from pageable host memory waits until the GPU has run everything queued before it, so
+        every forward began with the GPU drained and the host launching its first kernels while it idled; from
+        pinned memory the copy is queued like a kernel (the pinned block is kept until the copy has run)."""
+        if isinstance(values, torch.Tensor) and values.device == self.device:
+            return values.long()
+        values = torch.as_tensor(values, dtype=torch.long)
+        if self.device.type != "cuda" or values.device.type != "cpu":
+            return values.to(self.device)
+        return values.pin_memory().to(self.device, non_blocking=True)
+
     def _forward(self, ids: torch.Tensor, start: int, *, want_logits: bool, row: int = 0):
         out = self._forward_segments(ids, (Segment(row, start, ids.numel()),), want_logits=want_logits)
         return None if out is None else out[0]
@@ -262,7 +275,7 @@ class PrefixReusingLlama:
         x, cos, sin = self.parts.embed(ids[None], positions[None])
         ends = list(accumulate(s.tokens for s in segments))  # each segment's end in the concatenated tokens
         offsets = [end - s.tokens for s, end in zip(segments, ends)]
-        last_rows = [end - 1 for end in ends]
+        last_rows = self._to_device([end - 1 for end in ends])  # an index list would be a waiting host copy
         layers = self.parts.layers
         for i, layer in enumerate(layers):
             trim = self.trim_last_layer and i == len(layers) - 1

@@ -18,6 +18,8 @@ shapes cuDNN has planned (a fresh one per top-level call where none is given).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -26,9 +28,12 @@ from kanana_longctx.kernels.choice import (
 )
 from kanana_longctx.kernels.merge import fused_merge, fused_merge_available, merge_tiles_into, tiles_merge_available
 
-# Tiles whose merges run as one launch (merge.merge_tiles_into): their rectangles' outputs wait, stacked, for it,
-# about 2 x 8 x 8 MB of an 8B tile beside the chunk, far below the chunk's MLP peak that the memory plan counts.
-MERGE_TILES = 8
+# Tiles of one group of `_padded_tiles`: their causal squares run as one batched call (cuDNN then plans squares for
+# batches of 1 to 8 tiles, where one plan per tile count cost ~60 ms each, ~30 of them in a 32K grid), and their
+# merges as one launch (merge.merge_tiles_into): the rectangles' outputs wait, stacked, for it, about 2 x 8 x 8 MB
+# of an 8B tile beside the chunk, far below the chunk's MLP peak that the memory plan counts. A batch of 8 squares
+# of 1024 rows is 8 x heads x 8 thread blocks of 128 rows, enough to fill the GPU.
+TILE_GROUP = 8
 
 
 def attention_with_lse(q, k, v, *, causal: bool, scale: float, kernel: str, recurring: bool = False, plans=None):
@@ -179,38 +184,104 @@ def attend_tiles(q, k_buf, v_buf, *, q_start: int, tile: int, kernel: str, scale
     return out.transpose(1, 2)
 
 
+def _query_tiles(q, q_start: int, first: int, lo: int, hi: int, n: int, tile: int):
+    """The queries of positions [lo, hi) placed in n zero-padded tiles from position `first`, laid out
+    (B, n, Hq, tile, D) so that each tile is one contiguous block: at most three copies (a partial first tile, the
+    whole ones, a partial last tile) straight into that layout, from q in any layout."""
+    B, Hq, _, D = q.shape
+    tiles = q.new_zeros(B, n, Hq, tile, D)
+    a = lo
+    while a < hi:
+        j, row = divmod(a - first, tile)
+        src = a - q_start
+        if row == 0 and hi - a >= tile:
+            m = (hi - a) // tile
+            tiles[:, j : j + m] = q[:, :, src : src + m * tile].unflatten(2, (m, tile)).transpose(1, 2)
+            a += m * tile
+        else:
+            b = min(hi, first + (j + 1) * tile)
+            tiles[:, j, :, row : row + b - a] = q[:, :, src : src + b - a]
+            a = b
+    return tiles
+
+
+def _kv_tiles(buf, start: int, m: int, tile: int, expand: int):
+    """Buffer positions [start, start + m * tile) as m tiles (B * m, Hkv, tile, D): a view of the buffer where B is
+    1, kv heads repeated `expand` times where the kernel cannot read grouped heads."""
+    B, Hkv, _, D = buf.shape
+    x = buf[:, :, start : start + m * tile].unflatten(2, (m, tile)).transpose(1, 2).reshape(B * m, Hkv, tile, D)
+    return _expand_kv(x, expand)
+
+
+@functools.cache
+def _grouped_squares_work(device_index: int, head_dim: int, dtype) -> bool:
+    """Whether cuDNN's causal attention reads grouped K/V heads (fewer than the query heads) from strided tile
+    views of a buffer, as `_padded_tiles` passes them, and gives what it gives on repeated heads: proven once per
+    process on a small case (two plans of 64-row tiles), since a wrong answer here would be silent."""
+    try:
+        device = torch.device("cuda", device_index)
+        gen = torch.Generator(device=device).manual_seed(0)
+        q = torch.randn(2, 4, 64, head_dim, device=device, dtype=dtype, generator=gen)
+        buf = torch.randn(1, 2, 192, head_dim, device=device, dtype=dtype, generator=gen)
+        k, v = _kv_tiles(buf, 64, 2, 64, 1), _kv_tiles(buf.flip(2), 64, 2, 64, 1)
+        op = torch.ops.aten._scaled_dot_product_cudnn_attention
+        grouped = op(q, k, v, None, True, 0.0, True, False, scale=0.1)
+        repeated = op(q, _expand_kv(k, 2), _expand_kv(v, 2), None, True, 0.0, True, False, scale=0.1)
+        close = all(torch.allclose(a.float(), b.float(), atol=1e-2, rtol=1e-2) for a, b in zip(grouped[:2], repeated[:2]))
+        return bool(close)
+    except Exception:  # noqa: BLE001 - missing or refusing grouped heads: the squares repeat them
+        return False
+
+
+def _squares_read_grouped_heads(q, kernel: str, groups: int) -> bool:
+    return groups > 1 and kernel == "cudnn" and q.is_cuda and q.dtype != torch.float32 and _grouped_squares_work(
+        q.device.index if q.device.index is not None else torch.cuda.current_device(), q.shape[-1], q.dtype
+    )
+
+
 def _padded_tiles(q, k_buf, v_buf, out, q_start: int, first: int, n: int, tile: int, kernel: str, scale: float, plans):
-    """The n tiles from position `first` (a tile boundary) of `attend_tiles`, written into `out` (B, T, Hq, D)."""
+    """The n tiles from position `first` (a tile boundary) of `attend_tiles`, written into `out` (B, T, Hq, D).
+
+    They run in groups of TILE_GROUP: one batched call of the group's causal squares (so cuDNN plans squares for
+    batches of 1 to TILE_GROUP tiles only, not for every tile count a call brings), each tile's rectangle over the
+    keys before it, then one merge launch for the group's rectangles where it applies."""
     B, Hq, T, D = q.shape
     Hkv = k_buf.shape[1]
     groups = Hq // Hkv
     end = q_start + T
     lo, hi = max(q_start, first), min(end, first + n * tile)  # the real rows these tiles hold
-    # Queries padded to whole tiles, laid out (B, n, Hq, tile, D) so that each tile is one contiguous block.
-    padded = q.new_zeros(B, Hq, n * tile, D)
-    padded[:, :, lo - first : hi - first] = q[:, :, lo - q_start : hi - q_start]
-    q_tiles = padded.view(B, Hq, n, tile, D).transpose(1, 2).contiguous()
+    q_tiles = _query_tiles(q, q_start, first, lo, hi, n, tile)
+    expand = 1 if _squares_read_grouped_heads(q, kernel, groups) else groups
+    for g0 in range(0, n, TILE_GROUP):
+        m = min(n, g0 + TILE_GROUP) - g0
+        o_sq, lse_sq = attention_with_lse(
+            q_tiles[:, g0 : g0 + m].reshape(B * m, Hq, tile, D),
+            _kv_tiles(k_buf, first + g0 * tile, m, tile, expand), _kv_tiles(v_buf, first + g0 * tile, m, tile, expand),
+            causal=True, scale=scale, kernel=kernel, recurring=True, plans=plans,
+        )
+        o_sq, lse_sq = o_sq.view(B, m, Hq, tile, D), lse_sq.view(B, m, Hq, tile)
+        _merge_group(q_tiles, k_buf, v_buf, out, o_sq, lse_sq, q_start, first, g0, m, tile, kernel, scale, plans)
 
-    def tiles_of(buf):  # the same tiles of the buffer's keys or values, kv heads expanded: (B * n, Hq, tile, D)
-        x = buf[:, :, first : first + n * tile].reshape(B, Hkv, n, tile, D).transpose(1, 2)
-        return _expand_kv(x.reshape(B * n, Hkv, tile, D), groups)
 
-    o_sq, lse_sq = attention_with_lse(
-        q_tiles.view(B * n, Hq, tile, D), tiles_of(k_buf), tiles_of(v_buf),
-        causal=True, scale=scale, kernel=kernel, recurring=True, plans=plans,
-    )
-    o_sq, lse_sq = o_sq.view(B, n, Hq, tile, D), lse_sq.view(B, n, Hq, tile)
+def _merge_group(q_tiles, k_buf, v_buf, out, o_sq, lse_sq, q_start, first, g0, m, tile, kernel, scale, plans):
+    """Tiles g0 .. g0+m-1 of `_padded_tiles`: each one's rectangle over the keys before it, merged with its square
+    (o_sq, lse_sq: the group's squares) and its real rows written into `out`."""
+    B, _, Hq, _, _ = q_tiles.shape
+    Hkv = k_buf.shape[1]
+    T = out.shape[1]
+    end = q_start + T
+    group_first = first + g0 * tile
     batched = tiles_merge_available(out, o_sq)
-    pending: list = []  # rectangles (o, lse) of tiles j - len(pending) + 1 .. j, merged together (merge.py: why)
-    for j in range(n):
-        t0 = first + j * tile
+    pending: list = []  # rectangles (o, lse) of the group's tiles, merged together (merge.py: why)
+    for j in range(m):
+        t0 = group_first + j * tile
         a, b = max(q_start, t0), min(end, t0 + tile)
         o = o_sq[:, j]
         if t0 == 0:  # nothing before it: the square is the whole answer
             out[:, a - q_start : b - q_start] = o[:, :, a - t0 : b - t0].transpose(1, 2)
             continue
         o_rect, lse_rect = attention_with_lse(
-            _fold_groups(q_tiles[:, j], Hkv), k_buf[:, :, :t0], v_buf[:, :, :t0],
+            _fold_groups(q_tiles[:, g0 + j], Hkv), k_buf[:, :, :t0], v_buf[:, :, :t0],
             causal=False, scale=scale, kernel=kernel, recurring=True, plans=plans,
         )
         o_rect, lse_rect = _unfold_groups(o_rect, Hq, tile), _unfold_groups(lse_rect, Hq, tile)
@@ -219,9 +290,8 @@ def _padded_tiles(q, k_buf, v_buf, out, q_start: int, first: int, n: int, tile: 
             out[:, a - q_start : b - q_start] = o[:, :, a - t0 : b - t0].transpose(1, 2)
             continue
         pending.append((o_rect, lse_rect))
-        if len(pending) == MERGE_TILES or j == n - 1:
-            merge_tiles_into(
-                out, torch.stack([p[0] for p in pending], 1), torch.stack([p[1] for p in pending], 1), o_sq, lse_sq,
-                j0=j + 1 - len(pending), first=first, q_start=q_start,
-            )
-            pending = []
+    if pending:
+        merge_tiles_into(
+            out, torch.stack([p[0] for p in pending], 1), torch.stack([p[1] for p in pending], 1), o_sq, lse_sq,
+            j0=m - len(pending), first=group_first, q_start=q_start,
+        )

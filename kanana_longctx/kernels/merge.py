@@ -29,7 +29,10 @@ def _kernels():
         return None
     triton, tl = modules
 
-    @triton.jit
+    # Integer arguments are not specialised: Triton compiles a variant of a kernel for every combination of its
+    # integer arguments being 1 or a multiple of 16, and the tiles' positions and counts bring new combinations
+    # all through a grid (tens of compilations of ~0.4 s each on a fresh machine, with the GPU waiting).
+    @triton.jit(do_not_specialize=["n_rows"])
     def merge(o1, l1, o2, l2, out, n_rows, D: tl.constexpr, BLOCK: tl.constexpr):
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         live = rows < n_rows
@@ -44,7 +47,7 @@ def _kernels():
         merged = (x * wa[:, None] + y * wb[:, None]) / (wa + wb)[:, None]
         tl.store(out + offs, merged.to(out.dtype.element_ty), mask=live[:, None])
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_rows", "heads", "tile", "m", "n", "j0", "first", "q_start", "T"])
     def merge_tiles(
         o1, l1, o2, l2, out, n_rows, heads, tile, m, n, j0, first, q_start, T,
         D: tl.constexpr, BLOCK: tl.constexpr,
