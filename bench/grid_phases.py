@@ -2,14 +2,16 @@
 suffix prefills binned by their length, and optionally a torch.profiler window over some batches.
 
 Usage: python bench/grid_phases.py --shape kanana-2.1b --preset readme-32k --tokenizer DIR --max-memory 50
-                                   [--profile-batches 20:28] [--json OUT.json]
+                                   [--profile-batches 20:28] [--no-sync] [--json OUT.json]
 
 Phases: copies between KV rows, the shared haystack stream, the common parts below a needle ("extends"), the
 suffix prefills (`prefill_rows`: each call's tokens, cached prefix and seconds; TFLOP/s on the FLOPs the engine
 computes, binned by the call's tokens), the decoding (`decode_rows`: graph replays and the host loop), and what is
 left of the backend's decode time (scoring and the fsynced results file). The timers synchronise the GPU, so the
-phases add up to a little more than an untimed run. This is a diagnosis for docs/performance.md, not the benchmark
-(`kanana-longctx bench`).
+phases add up to a little more than an untimed run; with `--no-sync` they do not, and the phases are host seconds
+instead. The profile window reports the GPU's idle gaps by length (`gap_histogram`): many short ones mean the host
+launches too slowly, a few long ones are compilations, plans or waiting copies. This is a diagnosis for
+docs/performance.md, not the benchmark (`kanana-longctx bench`).
 """
 
 from __future__ import annotations
