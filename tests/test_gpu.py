@@ -105,8 +105,8 @@ def test_squares_on_grouped_heads_equal_repeated_heads(heads, kv_heads, q_start,
     head layouts, with groups of squares ending inside the call."""
     from kanana_longctx.kernels import attention
 
-    assert attention._grouped_squares_work(torch.cuda.current_device(), 128 if heads != 9 else 64, torch.bfloat16)
     d = 128 if heads != 9 else 64
+    assert attention._grouped_squares_work(torch.cuda.current_device(), d, torch.bfloat16)
     gen = torch.Generator(device="cuda").manual_seed(q_len)
     end = q_start + q_len
     n = end + (-end % 1024)
