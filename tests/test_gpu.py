@@ -80,7 +80,6 @@ def test_cudnn_tiles_match_float32_reference(q_start, q_len):
     assert _rel(out, ref) < 1e-2  # bf16 operands
 
 
-
 @pytest.mark.parametrize("q_start,q_len", [(1500, 11000), (8192, 9000)])
 def test_batched_tile_merges_equal_one_merge_per_tile(q_start, q_len, monkeypatch):
     """Merges batched into one launch (merge.merge_tiles_into, groups of TILE_GROUP) give what one merge and one
@@ -97,6 +96,7 @@ def test_batched_tile_merges_equal_one_merge_per_tile(q_start, q_len, monkeypatc
     monkeypatch.setattr(attention, "tiles_merge_available", lambda out, o_sq: False)
     per_tile = attention.attend_tiles(q, k, v, q_start=q_start, tile=1024, kernel="cudnn", scale=128**-0.5)
     assert _rel(batched, per_tile) < 2e-3  # a misplaced or unmerged row would be off by about 1
+
 
 @pytest.mark.parametrize("heads,kv_heads,q_start,q_len", [(28, 4, 1500, 11000), (32, 8, 0, 9000), (9, 3, 700, 2500)])
 def test_squares_on_grouped_heads_equal_repeated_heads(heads, kv_heads, q_start, q_len, monkeypatch):

@@ -260,17 +260,17 @@ def _padded_tiles(q, k_buf, v_buf, out, q_start: int, first: int, n: int, tile: 
             causal=True, scale=scale, kernel=kernel, recurring=True, plans=plans,
         )
         o_sq, lse_sq = o_sq.view(B, m, Hq, tile, D), lse_sq.view(B, m, Hq, tile)
-        _merge_group(q_tiles, k_buf, v_buf, out, o_sq, lse_sq, q_start, first, g0, m, tile, kernel, scale, plans)
+        _merge_group(q_tiles[:, g0 : g0 + m], k_buf, v_buf, out, o_sq, lse_sq, q_start, first + g0 * tile, kernel,
+                     scale, plans)
 
 
-def _merge_group(q_tiles, k_buf, v_buf, out, o_sq, lse_sq, q_start, first, g0, m, tile, kernel, scale, plans):
-    """Tiles g0 .. g0+m-1 of `_padded_tiles`: each one's rectangle over the keys before it, merged with its square
-    (o_sq, lse_sq: the group's squares) and its real rows written into `out`."""
-    B, _, Hq, _, _ = q_tiles.shape
+def _merge_group(q_tiles, k_buf, v_buf, out, o_sq, lse_sq, q_start: int, group_first: int, kernel, scale, plans):
+    """One group of `_padded_tiles`, its m tiles from position `group_first`: each tile's rectangle over the keys
+    before it, merged with its square (o_sq, lse_sq: the group's squares) and its real rows written into `out`.
+    q_tiles: the group's query tiles (B, m, Hq, tile, D)."""
+    _, m, Hq, tile, _ = q_tiles.shape
     Hkv = k_buf.shape[1]
-    T = out.shape[1]
-    end = q_start + T
-    group_first = first + g0 * tile
+    end = q_start + out.shape[1]
     batched = tiles_merge_available(out, o_sq)
     pending: list = []  # rectangles (o, lse) of the group's tiles, merged together (merge.py: why)
     for j in range(m):
@@ -281,7 +281,7 @@ def _merge_group(q_tiles, k_buf, v_buf, out, o_sq, lse_sq, q_start, first, g0, m
             out[:, a - q_start : b - q_start] = o[:, :, a - t0 : b - t0].transpose(1, 2)
             continue
         o_rect, lse_rect = attention_with_lse(
-            _fold_groups(q_tiles[:, g0 + j], Hkv), k_buf[:, :, :t0], v_buf[:, :, :t0],
+            _fold_groups(q_tiles[:, j], Hkv), k_buf[:, :, :t0], v_buf[:, :, :t0],
             causal=False, scale=scale, kernel=kernel, recurring=True, plans=plans,
         )
         o_rect, lse_rect = _unfold_groups(o_rect, Hq, tile), _unfold_groups(lse_rect, Hq, tile)

@@ -6,10 +6,11 @@ Usage: device = pick_device("auto"); attention = pick_attention("auto", device, 
 
 The loader (kanana_longctx.backends.local) records the device, dtype and kernel it got from here in LoadedModel,
 and the run reports them; the fast engine reports its tiles and decode mode (kanana_longctx.fastpath.llama). The
-kernels themselves (kanana_longctx.kernels.attention, .split_kv, .merge) only carry these decisions out. Two
+kernels themselves (kanana_longctx.kernels.attention, .split_kv, .merge) only carry these decisions out. Three
 things are not decided here but proven where they are used: whether the decode step's variable-length mode is
-exact on this GPU (fastpath.decode.split_mode_works) and whether the fused merge applies to a pair of tensors
-(merge.fused_merge_available). Imports torch only inside functions, so options can be checked cheaply.
+exact on this GPU (fastpath.decode.split_mode_works), whether the fused merge applies to a pair of tensors
+(merge.fused_merge_available) and whether cuDNN's squares read grouped K/V heads in place
+(attention._grouped_squares_work). Imports torch only inside functions, so options can be checked cheaply.
 """
 
 from __future__ import annotations
