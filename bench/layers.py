@@ -1,8 +1,8 @@
 """GPU survey of the prefill layer variants (kanana_longctx.fastpath.layers): transformers' modules, fused weights
-run eagerly, fused weights with the compiled layer halves (the default on CUDA), the default without the trimmed
-last layer.
+run eagerly, fused weights with the kernel halves (the default on CUDA) or the compiled ones, the default without
+the trimmed last layer.
 
-Usage: python bench/layers.py [--shape llama-8b] [--variants "modules,fused compiled"] [--json OUT.json]
+Usage: python bench/layers.py [--shape llama-8b] [--variants "modules,fused kernels,fused compiled"] [--json OUT.json]
 
 Prints, per variant: the first call (compilation included), warm seconds and TFLOP/s of a full 32K prefill and of
 suffixes over a cached prefix (the shapes a NIAH grid is made of), six 256-token suffixes over 8000 cached tokens
@@ -14,6 +14,7 @@ are on the full FLOPs of each case (`suffix_flops`), whatever the trimmed last l
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
@@ -26,29 +27,33 @@ JOINED = (6, 8000, 256)  # rows, cached prefix, suffix tokens per row
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="llama-8b")
-    ap.add_argument("--variants", default="modules,fused eager,fused compiled,untrimmed", help="comma list of variants")
+    ap.add_argument("--variants", default="modules,fused eager,fused kernels,fused compiled,untrimmed",
+                    help="comma list of variants")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
     from kanana_longctx.bench.models import random_model
     from kanana_longctx.backends.local import finish_loaded
     from kanana_longctx.fastpath.llama import PrefixReusingLlama
+    from kanana_longctx.kernels.choice import LAYER_KERNELS_ENV
     from kanana_longctx.plan.flops import ModelShape, suffix_flops
 
     model = random_model(args.shape, device="cuda", dtype="bfloat16", yarn=True)
     loaded = finish_loaded(model, "cuda", "bfloat16", "cudnn", {"factor": 4.4, "original_max_position_embeddings": 32768})
     shape = ModelShape.from_config(model.config)
     ids = torch.randint(0, model.config.vocab_size, (32768,), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    variants = {
-        "modules": dict(fuse_layers=False),
-        "fused eager": dict(compile_layers=False),
-        "fused compiled": {},
-        "untrimmed": dict(trim_last_layer=False),
+    variants = {  # engine arguments, and whether the kernel halves may run (kernels.choice.layer_halves)
+        "modules": (dict(fuse_layers=False), "1"),
+        "fused eager": (dict(compile_layers=False), "1"),
+        "fused kernels": ({}, "1"),
+        "fused compiled": ({}, "0"),
+        "untrimmed": (dict(trim_last_layer=False), "1"),
     }
     rows = []
     for name in args.variants.split(","):
         name = name.strip()
-        kwargs = variants[name]
+        kwargs, kernels = variants[name]
+        os.environ[LAYER_KERNELS_ENV] = kernels  # read when the engine builds its layer halves
         fast = PrefixReusingLlama(loaded, max_tokens=32768 + 64, rows=JOINED[0], **kwargs)  # its own cuDNN plans
         row = {"variant": name, "first_32k_prefill_s": round(first_call_seconds(lambda: fast.prefill(ids, 0)), 2)}
         for prefix, suffix in CASES:

@@ -149,24 +149,77 @@ def test_batched_graph_decode_matches_transformers_per_probe(mode, buffer):
     assert (decoder.layout is None) == (mode == "masked")
 
 
-def test_compiled_fused_layers_match_the_module_path_in_bf16():
-    """The default prefill on CUDA (fused weights, compiled layer halves) against transformers' modules through the
-    same attention, at several suffix lengths over a cached prefix."""
+@pytest.mark.parametrize("halves", ["kernels", "compiled"])
+def test_compiled_fused_layers_match_the_module_path_in_bf16(halves, monkeypatch):
+    """The prefill on CUDA with fused weights and the kernel halves (the default) or the compiled ones against
+    transformers' modules through the same attention, at several suffix lengths over a cached prefix."""
     from kanana_longctx.bench.models import random_model
     from kanana_longctx.backends.local import finish_loaded
+    from kanana_longctx.kernels.choice import LAYER_KERNELS_ENV
     from kanana_longctx.fastpath.llama import PrefixReusingLlama
+
+    monkeypatch.setenv(LAYER_KERNELS_ENV, "1" if halves == "kernels" else "0")
 
     model = random_model("tiny", device="cuda", dtype="bfloat16", yarn=True)
     loaded = finish_loaded(model, "cuda", "bfloat16", "sdpa", {"factor": 4.4, "original_max_position_embeddings": 4096})
     plain = PrefixReusingLlama(loaded, max_tokens=3000, chunk_tokens=1024, fuse_layers=False)
     fused = PrefixReusingLlama(loaded, max_tokens=3000, chunk_tokens=1024)
-    assert fused.fused is not None and fused.fused.compiled
+    assert fused.fused is not None and (fused.fused.kernels if halves == "kernels" else fused.fused.compiled)
     ids = torch.randint(0, 1000, (2500,), device="cuda", generator=torch.Generator(device="cuda").manual_seed(3))
     plain.prefill(ids, 0)
     fused.prefill(ids, 0)
     for start in (1700, 2100, 2490):
         a, b = fused.prefill(ids[start:], start), plain.prefill(ids[start:], start)
         assert _rel(a, b) < 2e-2  # bf16: the compiled chains round once, the modules after every op
+
+
+def _row_errors(got, truth):
+    """Relative error of each token's values (rows of the last two dimensions' tokens) against a float32 truth."""
+    got, truth = got.float().transpose(-3, -2).flatten(-2), truth.transpose(-3, -2).flatten(-2)  # (..., T, values)
+    return (got - truth).norm(dim=-1) / truth.norm(dim=-1)
+
+
+@pytest.mark.parametrize("heads, kv_heads, hidden, ffn", [(28, 4, 1792, 8064), (9, 3, 576, 1536)])
+def test_kernel_halves_are_as_close_to_float32_as_the_other_halves(heads, kv_heads, hidden, ffn):
+    """The kernel halves (kernels.pointwise, kernels.rope, residual adds in the matmuls) in bf16 against the eager
+    halves in float32 on the same inputs, for the 2.1B and SmolLM2 layouts and token counts that do not fill the
+    kernels' blocks. bf16 halves round differently (the kernels and transformers normalise the rounded residual,
+    compiled code the unrounded sum; eager code rounds after every op), so outputs may differ by an ulp; what is
+    checked is that no token's values are off (a misplaced or misread row is off by its whole size) and that the
+    kernels' error is no larger than the compiled or the eager bf16 halves'."""
+    from kanana_longctx.fastpath import layers as L
+
+    gen = torch.Generator(device="cuda").manual_seed(heads)
+    d = 128 if hidden > 1000 else 64
+    bf = dict(device="cuda", dtype=torch.bfloat16)
+
+    def weight(*shape):
+        return torch.randn(*shape, generator=gen, **bf) * 0.02
+
+    def f32(args):
+        return [a.float() if torch.is_tensor(a) else a for a in args]
+
+    w_qkv, w_o, w_gu, w_down = weight((heads + 2 * kv_heads) * d, hidden), weight(hidden, heads * d), weight(2 * ffn, hidden), weight(hidden, ffn)
+    norm = torch.rand(hidden, generator=gen, **bf) + 0.5
+    pre, post = torch.compile(L.pre_attention, dynamic=True), torch.compile(L.post_attention, dynamic=True)
+    for T in (1, 97, 3001):
+        x = torch.randn(1, T, hidden, generator=gen, **bf)
+        angles = torch.arange(7000, 7000 + T, device="cuda")[:, None] / 10000 ** (torch.arange(0, d, 2, device="cuda") / d)
+        emb = torch.cat([angles, angles], -1)
+        cos, sin = emb.cos().bfloat16()[None, None], emb.sin().bfloat16()[None, None]
+        o = torch.randn(1, T, heads * d, generator=gen, **bf)
+        pre_args = (x, norm, 1e-5, w_qkv, None, None, None, cos, sin, heads, kv_heads, d)
+        post_args = (x, o, w_o, None, norm, 1e-5, w_gu, None, w_down, None, ffn)
+        checks = [*zip(L.kernel_pre_attention(*pre_args), pre(*pre_args), L.pre_attention(*pre_args),
+                       L.pre_attention(*f32(pre_args)))]
+        posts = (L.kernel_post_attention(*post_args), post(*post_args), L.post_attention(*post_args),
+                 L.post_attention(*f32(post_args)))
+        checks.append(tuple(t[None] for t in posts))  # (1, 1, T, hidden): one "head" of the whole width
+        for got, compiled, eager, truth in checks:
+            mine = _row_errors(got, truth)
+            theirs = max(float(_row_errors(compiled, truth).mean()), float(_row_errors(eager, truth).mean()))
+            assert float(mine.max()) < 1.5e-2, (T, float(mine.max()))  # bf16 rounding is ~3e-3 a token
+            assert float(mine.mean()) <= 1.25 * theirs + 1e-3, (T, float(mine.mean()), theirs)
 
 
 def test_joined_suffixes_with_cudnn_tiles_match_each_probe_alone_in_bf16():

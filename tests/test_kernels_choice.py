@@ -102,3 +102,20 @@ def test_split_counts_fill_the_gpu_and_divide_the_capacity():
     assert live_split_count(1, 8, 132096, 132) == 64
     assert live_split_count(1, 8, 5000, 132) == 4  # 8 splits of the buffer would be below SPLIT_MIN_KEYS
     assert live_split_count(8, 8, 4096, 16) == 1
+
+
+def test_layer_halves_run_on_kernels_only_where_the_kernels_apply(monkeypatch):
+    from kanana_longctx.kernels import choice
+
+    monkeypatch.delenv(choice.LAYER_KERNELS_ENV, raising=False)
+    monkeypatch.setattr(choice, "triton_modules", lambda: ("triton", "tl"))
+    assert choice.layer_halves("cuda", 128, fused_passes=True, qk_norms=False) == "kernels"
+    assert choice.layer_halves("cuda", 64, fused_passes=False, qk_norms=False) == "eager"
+    assert choice.layer_halves("cuda", 128, fused_passes=True, qk_norms=True) == "compiled"  # Qwen3's q/k norms
+    assert choice.layer_halves("cuda", 96, fused_passes=True, qk_norms=False) == "compiled"  # not a power of two
+    assert choice.layer_halves("cpu", 128, fused_passes=True, qk_norms=False) == "compiled"
+    monkeypatch.setenv(choice.LAYER_KERNELS_ENV, "0")
+    assert choice.layer_halves("cuda", 128, fused_passes=True, qk_norms=False) == "compiled"
+    monkeypatch.delenv(choice.LAYER_KERNELS_ENV)
+    monkeypatch.setattr(choice, "triton_modules", lambda: None)
+    assert choice.layer_halves("cuda", 128, fused_passes=True, qk_norms=False) == "compiled"

@@ -16,8 +16,8 @@ their check here (`split_mode_works`), else on the memory-efficient kernel's var
 (kanana_longctx.kernels.split_kv). Where neither does, shapes must be static: attention runs over a fixed
 capacity (a few buckets per doubling, >= MIN_BUCKET, at most the buffer, one graph each) and a -inf bias masks
 the dead keys, which the kernel still reads. On the CPU (tests) one masked SDPA call over the capacity replaces
-the splits. The rest of the step runs on the engine's fused layer halves (fastpath.layers.FusedLayers, compiled
-on CUDA) with the rows as the tokens of one sequence, where the engine has them.
+the splits. The rest of the step runs on the engine's fused layer halves (fastpath.layers.FusedLayers, on kernels
+or compiled on CUDA) with the rows as the tokens of one sequence, where the engine has them.
 
 Every row of the KV buffer steps at once (one weight read per step for all of them: decoding is memory-bound, so
 a batch of probes costs little more than one). Rows without a probe are parked on a scratch position past every

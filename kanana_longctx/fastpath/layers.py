@@ -1,5 +1,5 @@
 """The layer math of the fast engine: the model parts a forward calls, the module-path QKV + RoPE, and the two
-halves of a prefill layer as plain functions over fused weights, compiled once for every layer.
+halves of a prefill layer as plain functions over fused weights, on kernels of our own or compiled once.
 
 Usage: parts = ModelParts.of(model); x, cos, sin = parts.embed(ids[None], positions[None])
        layers = FusedLayers.for_model(model, compile=True)  # None when the layout does not fit
@@ -7,21 +7,29 @@ Usage: parts = ModelParts.of(model); x, cos, sin = parts.embed(ids[None], positi
 
 Why: in a long prefill the matmuls and the attention kernel run near the GPU's peak, and the rest of a layer is a
 dozen memory-bound passes over (tokens x hidden) activations: RMSNorm in float32, RoPE with its concatenations,
-the transposes, SiLU(gate) * up, the residual adds. torch.compile fuses them into a few Triton kernels, and one
-QKV and one gate-up matmul replace five narrower ones (the k and v projections are 1024 wide). The functions take
-the weights as arguments, so a single compiled graph (dynamic in the token count) serves all layers; the attention
-call stays outside, in kanana_longctx.kernels.attention.
+the transposes, SiLU(gate) * up, the residual adds. One QKV and one gate-up matmul replace five narrower ones (the
+k and v projections are 1024 wide), and the passes run fused. The functions take the weights as arguments, so one
+version serves all layers; the attention call stays outside, in kanana_longctx.kernels.attention.
 
-Compiling takes seconds (docs/performance.md), time in which the GPU would sit idle before the first chunk.
-`compile_in_background` builds both halves on a worker thread from example inputs while
-the caller keeps the GPU busy with the eager halves inside `eager()`: the engine runs the haystack stream that way,
-once per run before any probe. Everything else waits for the compiled halves. The split is fixed, not "eager until
-ready", so a run's numbers never depend on how fast the compiler was.
+On CUDA the halves run on kernels of our own where they apply (`kernel_pre_attention`, `kernel_post_attention`:
+RMSNorm, SiLU(gate) * up and RoPE on Triton kernels, each residual add in its matmul's epilogue). Before them
+the halves were compiled by torch.compile, which cost 4-6 s of host time on a fresh machine on a worker thread
+that slowed everything the main thread did meanwhile, and whose kernels, dynamic in the token count, ran the
+memory-bound passes at a third of the memory speed (docs/performance.md, "2026-12-04, third session"). The
+compiled halves remain for the layouts the kernels do not cover (Qwen3's per-head q/k norms), or with
+KANANA_LONGCTX_LAYER_KERNELS=0 (kernels.choice.layer_halves decides).
+
+Compiling (the halves, or the kernels' Triton code on a cold cache) takes time in which the GPU would sit idle
+before the first chunk. `compile_in_background` does it on a worker thread from example inputs while the caller
+keeps the GPU busy with the eager halves inside `eager()`: the engine runs the haystack stream that way, once per
+run before any probe. Everything else waits for the worker. The split is fixed, not "eager until ready", so a
+run's numbers never depend on how fast the compiler was.
 
 The fused weights are concatenated once and the model's own projection weights become views into them, so fusing
 costs no memory and transformers' modules (the plain loop, the decode step) keep working on the same tensors.
-The arithmetic is transformers' own (Llama/Qwen RMSNorm in float32, rotate-half RoPE); compiled code rounds the
-fused elementwise chains once instead of after every op, within bf16 tolerance (tests/test_gpu.py checks it).
+The arithmetic is transformers' own (Llama/Qwen RMSNorm in float32, rotate-half RoPE); the kernels and compiled
+code round the fused elementwise chains once instead of after every op, within bf16 tolerance (tests/test_gpu.py
+checks it).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from kanana_longctx.kernels import choice, pointwise
+from kanana_longctx.kernels.rope import rope_in_place
 from kanana_longctx.plan.dims import ModelDims
 
 
@@ -124,6 +134,38 @@ def pre_attention(x, norm_w, eps: float, w_qkv, b_qkv, q_norm_w, k_norm_w, cos, 
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
+def kernel_pre_attention(x, norm_w, eps: float, w_qkv, b_qkv, q_norm_w, k_norm_w, cos, sin, n_heads: int,
+                         n_kv: int, head_dim: int):
+    """`pre_attention` on kernels of our own (CUDA, no per-head q/k norms): RMSNorm (kernels.pointwise), the QKV
+    matmul, RoPE in place (kernels.rope); q, k, v are views of the projection's output."""
+    T = x.shape[1]
+    qkv = F.linear(pointwise.rms_norm(x.reshape(T, -1).contiguous(), norm_w, eps), w_qkv, b_qkv)[None]
+    rope_in_place(qkv, cos, sin, rotated_heads=n_heads + n_kv, head_dim=head_dim)
+    return split_heads(qkv, n_heads, n_kv, head_dim)
+
+
+def kernel_post_attention(x, o, w_o, b_o, norm_w, eps: float, w_gate_up, b_gate_up, w_down, b_down, ffn: int):
+    """`post_attention` on kernels of our own: each residual add in its matmul's epilogue (`_plus_linear`), RMSNorm
+    and SiLU(gate) * up on kernels.pointwise."""
+    T = x.shape[1]
+    x = _plus_linear(x.reshape(T, -1), o.reshape(T, -1), w_o, b_o)
+    gate_up = F.linear(pointwise.rms_norm(x, norm_w, eps), w_gate_up, b_gate_up)
+    return _plus_linear(x, pointwise.silu_mul(gate_up, ffn), w_down, b_down)[None]
+
+
+def _plus_linear(x, a, w, b):
+    """x + a @ w.T (+ b) as one matmul that adds x in its epilogue (rounded once, where the modules round the
+    product before the add)."""
+    return torch.addmm(x if b is None else x + b, a, w.t())
+
+
+def split_heads(qkv, n_heads: int, n_kv: int, head_dim: int):
+    """q, k, v (1, heads, T, head_dim) as views of a (1, T, width) projection output."""
+    T = qkv.shape[1]
+    q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
+    return tuple(t.view(1, T, n, head_dim).transpose(1, 2) for t, n in ((q, n_heads), (k, n_kv), (v, n_kv)))
+
+
 def post_attention(x, o, w_o, b_o, norm_w, eps: float, w_gate_up, b_gate_up, w_down, b_down, ffn: int):
     """o_proj and residual, RMSNorm, one gate-up matmul, SiLU(gate) * up, down and residual. o: the attention
     output with its heads joined, (1, T, heads x head_dim)."""
@@ -205,18 +247,19 @@ def _fuse_linears(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
     return weight, bias
 
 
-COMPILE_ENV = "KANANA_LONGCTX_COMPILE"  # "0" turns the compiled layer halves off (eager fused layers instead)
+COMPILE_ENV = "KANANA_LONGCTX_COMPILE"  # "0": eager fused halves (neither the kernel nor the compiled ones)
 
 
 def compile_wanted(device_type: str) -> bool:
-    """The default: compiled on CUDA (Triton kernels), eager elsewhere (inductor's C++ build costs more on a CPU
-    than the fusion saves), unless KANANA_LONGCTX_COMPILE=0."""
+    """The default: fused passes on CUDA (the kernel halves, or compiled ones where those do not apply), eager
+    elsewhere (inductor's C++ build costs more on a CPU than the fusion saves), unless KANANA_LONGCTX_COMPILE=0."""
     return device_type == "cuda" and os.environ.get(COMPILE_ENV, "1") != "0"
 
 
 class FusedLayers:
-    """The fused weights of every layer and the two (optionally compiled) layer halves. If compilation fails on
-    the first call (no Triton, an unsupported compiler), the eager halves take over and `compile_error` says why."""
+    """The fused weights of every layer and the two layer halves: on kernels (`kernels`), compiled (`compiled`) or
+    eager. If the kernels or the compilation fail on the first call (no Triton, an unsupported compiler), the eager
+    halves take over and `compile_error` says why."""
 
     def __init__(self, model, compile: bool):
         dims = ModelDims.from_config(model.config)
@@ -233,8 +276,17 @@ class FusedLayers:
         self.background_seconds = 0.0  # how long the background compilation took
         self.waited_seconds = 0.0  # how long calls waited for it
         self._eager_depth = 0  # > 0 inside `eager()`
-        self._pre = torch.compile(pre_attention, dynamic=True) if compile else pre_attention
-        self._post = torch.compile(post_attention, dynamic=True) if compile else post_attention
+        # On CUDA the halves run on kernels of our own where they apply (kernels.pointwise: why), else compiled.
+        attn = model.model.layers[0].self_attn
+        halves = choice.layer_halves(attn.q_proj.weight.device.type, self.head_dim, fused_passes=compile,
+                                     qk_norms=hasattr(attn, "q_norm"))
+        self.kernels, self.compiled = halves == "kernels", halves == "compiled"
+        if self.kernels:
+            self._pre, self._post = kernel_pre_attention, kernel_post_attention
+        else:
+            self._pre = torch.compile(pre_attention, dynamic=True) if self.compiled else pre_attention
+        if not self.kernels:
+            self._post = torch.compile(post_attention, dynamic=True) if self.compiled else post_attention
         self.layers = []
         with torch.no_grad():
             for layer in model.model.layers:
@@ -267,15 +319,18 @@ class FusedLayers:
         return cls(model, compile) if ok else None
 
     def describe(self) -> str:
+        if self.kernels:
+            return "fused layers on Triton kernels (RMSNorm, RoPE, SiLU-gate) and matmuls with the residual adds"
         if self.compiled:
             return "fused layers, compiled" + (" in the background" if self._background_started else "")
         return "fused layers, eager" + (f" (compilation failed: {self.compile_error})" if self.compile_error else "")
 
     def _run(self, compiled, eager, *args):
-        """The compiled half, or the eager one where compilation is off, failed, or would not pay: a single token
-        (dynamic shapes specialise sizes 0 and 1, so one row would be a graph and a compilation of its own for a
-        call that takes microseconds; the trimmed last layer is such a call)."""
-        if not self.compiled or self._eager_depth or args[0].shape[1] == 1:
+        """The kernel or compiled half, or the eager one where both are off, failed, or would not pay: inside
+        `eager()`, and for a compiled half a single token (dynamic shapes specialise sizes 0 and 1, so one row
+        would be a graph and a compilation of its own for a call that takes microseconds; the trimmed last layer
+        is such a call)."""
+        if self._eager_depth or not (self.kernels or (self.compiled and args[0].shape[1] != 1)):
             return eager(*args)
         self.finish_background_compile()
         try:
@@ -285,7 +340,7 @@ class FusedLayers:
         except Exception as exc:  # noqa: BLE001 - any compiler failure before the first success: run eagerly
             if self._proven:
                 raise
-            self.compiled = False
+            self.compiled = self.kernels = False
             self.compile_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
             return eager(*args)
         self._proven = True
@@ -300,16 +355,19 @@ class FusedLayers:
         finally:
             self._eager_depth -= 1
 
-    def compile_in_background(self, example_inputs) -> None:
+    def compile_in_background(self, example_inputs, warm_ups=()) -> None:
         """Compile both halves on a worker thread. `example_inputs(tokens)` returns (x, cos, sin) exactly as a
         forward of `tokens` tokens makes them; it is called on the worker, in inference mode like the engine.
+        `warm_ups`: callables run on the worker afterwards, such as a first call of the other Triton kernels the
+        engine launches later (compiled on first use, each a fraction of a second with the GPU waiting).
 
-        The worker calls the compiled halves once on layer 0's weights, which is what compiling costs; later calls
+        The worker calls the kernel or compiled halves once on layer 0's weights, which is what compiling costs (for
+        the kernels, Triton's compilation where its cache is cold); later calls
         with any token count find the graph built (one per half, dynamic in the token count). The example's token
         count differs from every other size of the inputs: compiled code gives equal sizes one symbol, and a later
         call where they differ would compile again. A failure here is not final: the first call compiles as
         before and falls back to the eager halves if that fails too."""
-        if not self.compiled or self._background_started:
+        if not (self.compiled or self.kernels) or self._background_started:
             return
         self._background_started = True
         w = self.layers[0]
@@ -325,6 +383,8 @@ class FusedLayers:
                 x, cos, sin = example_inputs(tokens)
                 q, _, _ = self._pre(*self._pre_args(0, x, cos, sin))
                 self._post(*self._post_args(0, x, q))
+                for warm_up in warm_ups:
+                    warm_up()
             except Exception as exc:  # noqa: BLE001 - reported; the first real call compiles instead
                 self.background_note = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
             self.background_seconds = time.perf_counter() - t
@@ -353,7 +413,8 @@ class FusedLayers:
         """How the background compilation went, for the run's report ("" without one)."""
         if not self._background_started or self._background is not None:
             return ""
-        return (f"layer halves compiled in {self.background_seconds:.1f} s beside the eager haystack stream; "
+        what = "layer kernels" if self.kernels else "layer halves"
+        return (f"{what} compiled in {self.background_seconds:.1f} s beside the eager haystack stream; "
                 f"the probes waited {self.waited_seconds:.1f} s for them")
 
     def pre(self, i: int, x, cos, sin):

@@ -21,6 +21,7 @@ and on what tiles, is kanana_longctx.kernels.choice's decision; the engine keeps
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -29,7 +30,7 @@ import torch
 from kanana_longctx.fastpath.decode import GraphDecoder
 from kanana_longctx.fastpath.kv import KVBuffer
 from kanana_longctx.fastpath.layers import FusedLayers, ModelParts, compile_wanted, module_qkv
-from kanana_longctx.kernels import choice
+from kanana_longctx.kernels import choice, merge
 from kanana_longctx.kernels.attention import attend, attend_tiles
 from kanana_longctx.plan.memory import buffer_tokens_for, kv_rows_text
 
@@ -113,7 +114,9 @@ class PrefixReusingLlama:
         if background_compile is None:
             background_compile = self.device.type == "cuda"
         if self.fused is not None and background_compile:
-            self.fused.compile_in_background(self._example_inputs)
+            # the merges' Triton kernels compile beside the stream too (the stream itself merges nothing)
+            warm = functools.partial(merge.warm_up, self.device, self.dtype, self.dims.head_dim)
+            self.fused.compile_in_background(self._example_inputs, warm_ups=[warm])
         self.kv = KVBuffer(self.dims, rows=rows, capacity=capacity, dtype=self.dtype, device=self.device)
 
     @property
@@ -178,7 +181,7 @@ class PrefixReusingLlama:
     @torch.inference_mode()
     def prefill_stream(self, ids, start: int, row: int = 0) -> None:
         """Like `prefill` without logits, on the eager layer halves: the haystack stream, computed once per run
-        before any probe, keeps the GPU busy while the compiled halves are built in the background
+        before any probe, keeps the GPU busy while the kernel or compiled halves are built in the background
         (FusedLayers.compile_in_background). Always eager, whether or not the compilation has finished, so that
         a run's numbers never depend on the compiler's speed."""
         with self.fused.eager() if self.fused is not None else contextlib.nullcontext():

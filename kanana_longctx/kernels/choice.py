@@ -1,11 +1,13 @@
 """Every kernel decision of a run, in one place: device, dtype, attention kernel, the SDPA backends, per call
-cuDNN or FA2 (with a plan cache the run owns), the log-sum-exp op, the attention tile and the decode split count.
+cuDNN or FA2 (with a plan cache the run owns), the log-sum-exp op, the attention tile, the decode split count and
+what the fast engine's layer halves run on.
 
 Usage: device = pick_device("auto"); attention = pick_attention("auto", device, pick_dtype("auto", device))
        plans = CudnnPlans(); plans.worth(q.shape, kv_len, causal=True); tile_tokens(attention, "cuda")
 
 The loader (kanana_longctx.backends.local) records the device, dtype and kernel it got from here in LoadedModel,
-and the run reports them; the fast engine reports its tiles and decode mode (kanana_longctx.fastpath.llama). The
+and the run reports them; the fast engine reports its layer halves, tiles and decode mode
+(kanana_longctx.fastpath.llama). The
 kernels themselves (kanana_longctx.kernels.attention, .split_kv, .merge) only carry these decisions out. Three
 things are not decided here but proven where they are used: whether the decode step's variable-length mode is
 exact on this GPU (fastpath.decode.split_mode_works), whether the fused merge applies to a pair of tensors
@@ -157,6 +159,23 @@ class CudnnPlans:
             self._planned.add(key)
             return True
         return False
+
+
+LAYER_KERNELS_ENV = "KANANA_LONGCTX_LAYER_KERNELS"  # "0": compiled layer halves where the kernel halves would run
+
+
+def layer_halves(device_type: str, head_dim: int, *, fused_passes: bool, qk_norms: bool) -> str:
+    """What the fast engine's fused layer halves run on: "kernels" (kernels.pointwise and kernels.rope, the
+    residual adds in the matmuls: CUDA with Triton, an even power-of-two head_dim, no per-head q/k norms, which
+    only the other halves apply), "compiled" (torch.compile) or "eager". `fused_passes`: whether the memory-bound
+    passes are to be fused at all (fastpath.layers.compile_wanted: on CUDA, unless switched off)."""
+    if not fused_passes:
+        return "eager"
+    kernels = (
+        device_type == "cuda" and not qk_norms and head_dim >= 4 and head_dim & (head_dim - 1) == 0
+        and os.environ.get(LAYER_KERNELS_ENV, "1") != "0" and triton_modules() is not None
+    )
+    return "kernels" if kernels else "compiled"
 
 
 def triton_modules():

@@ -126,3 +126,18 @@ def fused_merge(o1, lse1, o2, lse2):
         o1, lse1.contiguous(), o2, lse2.contiguous(), out, n_rows, D=d, BLOCK=block
     )
     return out
+
+
+def warm_up(device, dtype, head_dim: int) -> None:
+    """Compile both merge kernels for `dtype` and `head_dim` by a first call on tiny tensors, off the path that
+    waits for them (the engine runs this on the worker that compiles its layer halves). Their integer arguments
+    are not specialised, so this is the variant every later call runs. Nothing where they would not run."""
+    import torch
+
+    if device.type != "cuda" or head_dim & (head_dim - 1) or _kernels() is None:
+        return
+    o = torch.zeros(1, 2, 2, 16, head_dim, device=device, dtype=dtype)
+    lse = torch.zeros(1, 2, 2, 16, device=device, dtype=torch.float32)
+    out = torch.empty(1, 32, 2, head_dim, device=device, dtype=dtype)
+    merge_tiles_into(out, o[:, 1:], lse[:, 1:], o, lse, j0=1, first=0, q_start=0)
+    fused_merge(o, lse, o, lse)
