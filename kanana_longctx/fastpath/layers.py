@@ -283,10 +283,11 @@ class FusedLayers:
         self.kernels, self.compiled = halves == "kernels", halves == "compiled"
         if self.kernels:
             self._pre, self._post = kernel_pre_attention, kernel_post_attention
+        elif self.compiled:
+            self._pre = torch.compile(pre_attention, dynamic=True)
+            self._post = torch.compile(post_attention, dynamic=True)
         else:
-            self._pre = torch.compile(pre_attention, dynamic=True) if self.compiled else pre_attention
-        if not self.kernels:
-            self._post = torch.compile(post_attention, dynamic=True) if self.compiled else post_attention
+            self._pre, self._post = pre_attention, post_attention
         self.layers = []
         with torch.no_grad():
             for layer in model.model.layers:
