@@ -5,18 +5,12 @@ installed (it is part of the test extra) and on a GPU machine."""
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 import torch
 
-if torch.cuda.is_available():  # the GPU runs the compiled kernels (test_gpu.py)
-    pytest.skip("the Triton kernels are tested compiled on this GPU", allow_module_level=True)
-if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("Triton was imported before its interpreter could be switched on", allow_module_level=True)
-os.environ["TRITON_INTERPRET"] = "1"  # read by Triton at import; this process has no GPU, so nothing else runs it
-pytest.importorskip("triton")
+from triton_interpreter import interpret_or_skip  # tests/ is on the path
+
+interpret_or_skip()
 
 from kanana_longctx.kernels import attention  # noqa: E402
 from kanana_longctx.kernels.attention import merge_states  # noqa: E402

@@ -18,6 +18,7 @@ exact on this GPU (fastpath.decode.split_mode_works), whether the fused merge ap
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 
@@ -187,6 +188,18 @@ def triton_modules():
     except ImportError:
         return None
     return triton, tl
+
+
+def triton_kernels(build):
+    """A cached loader of Triton kernels: `build(triton, tl)` defines and returns them, once, on the first call of
+    the loader; the loader returns None where Triton is not installed (the callers' torch fallbacks run then)."""
+
+    @functools.cache
+    def load():
+        modules = triton_modules()
+        return None if modules is None else build(*modules)
+
+    return load
 
 
 def private_op(name: str):

@@ -20,19 +20,13 @@ multiplied in full precision (no TF32), so the float32 checks against transforme
 
 from __future__ import annotations
 
-import functools
-
-from kanana_longctx.kernels.choice import triton_modules
+from kanana_longctx.kernels.choice import triton_kernels
 
 BLOCK_KEYS = 64  # keys a program loads per iteration
 
 
-@functools.cache
-def _kernels():
-    modules = triton_modules()
-    if modules is None:
-        return None
-    triton, tl = modules
+@triton_kernels
+def _kernels(triton, tl):
 
     @triton.jit
     def split_attention(Q, K, V, LIVE, SPAN, O, L, scale, kv_heads, capacity,

@@ -16,18 +16,12 @@ shape makes about 100,000 tiles.
 
 from __future__ import annotations
 
-import functools
-
-from kanana_longctx.kernels.choice import triton_modules
+from kanana_longctx.kernels.choice import triton_kernels
 
 
-@functools.cache
-def _kernels():
+@triton_kernels
+def _kernels(triton, tl):
     """(merge, merge_tiles), compiled on first use; None without Triton."""
-    modules = triton_modules()
-    if modules is None:
-        return None
-    triton, tl = modules
 
     # Integer arguments are not specialised: Triton compiles a variant of a kernel for every combination of its
     # integer arguments being 1 or a multiple of 16, and the tiles' positions and counts bring new combinations

@@ -15,19 +15,13 @@ weight; SiLU-gated MLP), with the elementwise chains rounded once from float32 a
 
 from __future__ import annotations
 
-import functools
-
-from kanana_longctx.kernels.choice import triton_modules
+from kanana_longctx.kernels.choice import triton_kernels
 
 _SILU_BLOCK = 1024  # features of one program of silu_mul
 
 
-@functools.cache
-def _kernels():
-    modules = triton_modules()
-    if modules is None:
-        return None
-    triton, tl = modules
+@triton_kernels
+def _kernels(triton, tl):
 
     @triton.jit(do_not_specialize=["n"])
     def rms_norm_rows(x, w, out, n, eps, BLOCK: tl.constexpr):
@@ -61,7 +55,7 @@ def rms_norm(x, weight, eps: float):
         raise ValueError(f"rms_norm takes contiguous (rows, {n}) rows and a ({n},) weight")
     out = x.new_empty(rows, n)
     if rows:
-        block = triton_modules()[0].next_power_of_2(n)
+        block = 1 << (n - 1).bit_length()  # the row in one block
         _kernels()[0][(rows,)](x, weight, out, n, eps, BLOCK=block, num_warps=8 if block >= 4096 else 4)
     return out
 

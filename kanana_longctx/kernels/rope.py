@@ -16,20 +16,14 @@ input dtype, as the compiled code rounds it (fastpath.layers.pre_attention is th
 
 from __future__ import annotations
 
-import functools
-
-from kanana_longctx.kernels.choice import triton_modules
+from kanana_longctx.kernels.choice import triton_kernels
 
 _BLOCK_T = 16  # tokens a program rotates
 _HEAD_BLOCK = 4  # heads a program rotates with the same cos/sin
 
 
-@functools.cache
-def _kernel():
-    modules = triton_modules()
-    if modules is None:
-        return None
-    triton, tl = modules
+@triton_kernels
+def _kernel(triton, tl):
 
     @triton.jit(do_not_specialize=["T", "stride_x", "stride_c", "heads"])
     def rope(x, cos, sin, T, stride_x, stride_c, heads, HALF: tl.constexpr, BLOCK_T: tl.constexpr,
